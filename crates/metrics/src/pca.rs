@@ -1,0 +1,119 @@
+//! Two-dimensional PCA of embedding rows, for the picture of the functor arrows (paper Fig. 7).
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{MetricsError, Result, TorchContext};
+use crate::tensor_util::{check_ids, matrix_dims, rows};
+
+/// The first two principal components of a point set and the points' coordinates on them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pca2d {
+    /// Coordinates of each input point on the two principal directions, in input order: [n][2].
+    pub coords: Vec<[f64; 2]>,
+    /// The two principal directions, unit vectors of length C, by decreasing variance. Sign
+    /// convention: each direction's component of largest magnitude (the first one on ties) is
+    /// positive, so the picture does not flip between runs or devices.
+    pub components: [Vec<f64>; 2],
+    /// Mean of the points (length C), subtracted before projecting.
+    pub mean: Vec<f64>,
+    /// Share of the total variance along each direction, in [0, 1], summing to at most 1.
+    pub explained_variance_ratio: [f64; 2],
+}
+
+/// 2-D PCA of the rows of `points`, via the SVD of the centred data.
+///
+/// # Arguments
+/// * `points` - [n, C] with n ≥ 2 and C ≥ 2, any float dtype and device (computed in f64 there).
+///
+/// # Errors
+/// `Shape` if `points` is not 2-D or C < 2, `TooFew` for n < 2, `Degenerate` when all points
+/// coincide (zero total variance), `Torch`.
+pub fn pca_2d(points: &Tensor) -> Result<Pca2d> {
+    const W: &str = "pca_2d";
+    let (n, c) = matrix_dims(points, W)?;
+    if c < 2 {
+        return Err(MetricsError::Shape {
+            what: W,
+            expected: "[n, C] with C >= 2".to_string(),
+            found: vec![n, c],
+        });
+    }
+    if n < 2 {
+        return Err(MetricsError::TooFew {
+            what: W,
+            expected: 2,
+            found: n as usize,
+        });
+    }
+    let x = points
+        .f_detach()
+        .and_then(|p| p.f_to_kind(Kind::Double))
+        .ctx(W)?; // (n, C)
+    let mean = x.f_mean_dim(0i64, true, None::<Kind>).ctx(W)?; // (1, C)
+    let centered = x.f_sub(&mean).ctx(W)?; // (n, C)
+    // torch.svd returns V (not Vᴴ): its columns are the principal directions.
+    let (_, s, v) = centered.f_svd(true, true).ctx(W)?; // s (k,), v (C, k), k = min(n, C)
+    let variances = to_host_vec(&s.f_mul(&s).ctx(W)?, W)?;
+    let total: f64 = variances.iter().sum();
+    if !(total > 0.0) {
+        return Err(MetricsError::Degenerate {
+            what: W,
+            reason: format!("total variance of the {n} points is {total}"),
+        });
+    }
+    let top = to_host_matrix(&v.f_narrow(1, 0, 2).ctx(W)?, W)?; // (C, 2)
+    let signs: [f64; 2] = [0, 1].map(|j| {
+        let mut best = 0;
+        for i in 1..top.len() {
+            if top[i][j].abs() > top[best][j].abs() {
+                best = i;
+            }
+        }
+        if top[best][j] < 0.0 { -1.0 } else { 1.0 }
+    });
+    let components = [0, 1].map(|j| top.iter().map(|row| row[j] * signs[j]).collect::<Vec<f64>>());
+    let basis = Tensor::f_from_slice(&[signs[0], signs[1]])
+        .and_then(|sg| sg.f_to_device(v.device()))
+        .and_then(|sg| v.f_narrow(1, 0, 2)?.f_mul(&sg.f_unsqueeze(0)?))
+        .ctx(W)?; // (C, 2)
+    let coords = to_host_matrix(&centered.f_matmul(&basis).ctx(W)?, W)? // (n, 2)
+        .into_iter()
+        .map(|row| [row[0], row[1]])
+        .collect();
+    Ok(Pca2d {
+        coords,
+        components,
+        mean: to_host_vec(&mean.f_squeeze_dim(0).ctx(W)?, W)?,
+        explained_variance_ratio: [variances[0] / total, variances[1] / total],
+    })
+}
+
+/// 2-D PCA of rows `ids` of `matrix` (for example E1 and E2 entity rows of `tok_emb.weight`);
+/// `coords[i]` belongs to `ids[i]`.
+///
+/// # Arguments
+/// * `matrix` - [V, C] with C ≥ 2.
+/// * `ids` - at least two row ids in `0..V`.
+///
+/// # Errors
+/// `IdOutOfRange` and those of [`pca_2d`].
+pub fn pca_2d_rows(matrix: &Tensor, ids: &[i64]) -> Result<Pca2d> {
+    const W: &str = "pca_2d_rows";
+    let (v, _) = matrix_dims(matrix, W)?;
+    check_ids(ids, v, W)?;
+    pca_2d(&rows(matrix, ids, W)?)
+}
+
+fn to_host_vec(t: &Tensor, what: &'static str) -> Result<Vec<f64>> {
+    t.f_to_device(Device::Cpu)
+        .and_then(|t| t.f_contiguous())
+        .and_then(|t| Vec::<f64>::try_from(&t))
+        .ctx(what)
+}
+
+fn to_host_matrix(t: &Tensor, what: &'static str) -> Result<Vec<Vec<f64>>> {
+    t.f_to_device(Device::Cpu)
+        .and_then(|t| t.f_contiguous())
+        .and_then(|t| Vec::<Vec<f64>>::try_from(&t))
+        .ctx(what)
+}
