@@ -12,8 +12,8 @@ use tch::{Kind, Tensor};
 use crate::error::{MetricsError, Result, TorchContext};
 use crate::keys;
 use crate::tensor_util::{
-    check_emb_head, check_ids, check_pairs, matrix_dims, mean_value, normalize_rows,
-    row_cosines, row_norms, row_sq_norms, rows, scalar_value, sources, targets,
+    check_emb_head, check_ids, check_pairs, matrix_dims, mean_value, normalize_rows, row_cosines,
+    row_norms, row_sq_norms, rows, scalar_value, sources, targets,
 };
 
 /// Dirichlet energy of the functor graph on the rows of `emb`.
@@ -46,7 +46,7 @@ pub fn dirichlet_energy(emb: &Tensor, pairs: &[(i64, i64)]) -> Result<f64> {
     mean_value(&row_sq_norms(&diff, W)?, W)
 }
 
-/// Translation consistency 1 / (1 + mean_i ‖t_i − t̄‖²) with t_i = U[f(e_i)] − E[e_i].
+/// Translation consistency `1 / (1 + mean_i ‖t_i − t̄‖²)` with `t_i = U[f(e_i)] − E[e_i]`.
 ///
 /// 1 when the functor is one common translation vector; falls towards 0 as the per-entity
 /// translations scatter.
@@ -70,7 +70,7 @@ pub fn translation_consistency(e: &Tensor, u: &Tensor, pairs: &[(i64, i64)]) -> 
     Ok(1.0 / (1.0 + spread))
 }
 
-/// Parallelogram score: mean_i cos(U[f(e_i)] − E[e_i], e_f) over all functor pairs.
+/// Parallelogram score: `mean_i cos(U[f(e_i)] − E[e_i], e_f)` over all functor pairs.
 ///
 /// Cosines use max(‖·‖, 1e-8) for each norm, so a zero vector scores 0.
 ///
@@ -91,7 +91,7 @@ pub fn parallelogram_score(
 }
 
 /// Parallelism (paper Eq. 3): mean over analogical facts `(e_s, <f>, e_t)` of
-/// cos(U[e_t] − E[e_s], E[<f>]).
+/// `cos(U[e_t] − E[e_s], E[<f>])`.
 ///
 /// The same quantity as [`parallelogram_score`], restricted to a list of facts; the trainer calls
 /// it once for the ID and once for the OOD analogical facts.
@@ -107,7 +107,7 @@ pub fn parallelism(e: &Tensor, u: &Tensor, facts: &[(i64, i64)], functor_id: i64
     mean_translation_cosine(e, u, facts, functor_id, "parallelism")
 }
 
-/// Analogy-addition score: mean_i cos(E[e_i] + e_f, U[f(e_i)]).
+/// Analogy-addition score: `mean_i cos(E[e_i] + e_f, U[f(e_i)])`.
 ///
 /// # Arguments
 /// * `e` - [V, C] input embedding; `u` - [V, C] head weight, same device.
@@ -133,12 +133,12 @@ pub fn analogy_addition_score(
     mean_value(&row_cosines(&sum, &target, W)?, W)
 }
 
-/// Isometry: Pearson correlation between the pairwise distances within E[E1] and the
-/// corresponding pairwise distances within U[f(E1)].
+/// Isometry: Pearson correlation between the pairwise distances within `E[E1]` and the
+/// corresponding pairwise distances within `U[f(E1)]`.
 ///
-/// For pair indices i < j (row-major order) the two lists are ‖E[s_i] − E[s_j]‖ and
-/// ‖U[t_i] − U[t_j]‖. 1 when U[f(E1)] is a rotated, translated (and uniformly scaled) copy of
-/// E[E1].
+/// For pair indices i < j (row-major order) the two lists are `‖E[s_i] − E[s_j]‖` and
+/// `‖U[t_i] − U[t_j]‖`. 1 when `U[f(E1)]` is a rotated, translated (and uniformly scaled) copy
+/// of `E[E1]`.
 ///
 /// # Arguments
 /// * `e` - [V, C] input embedding; `u` - [V, C] head weight, same device.
@@ -157,7 +157,7 @@ pub fn isometry(e: &Tensor, u: &Tensor, pairs: &[(i64, i64)]) -> Result<f64> {
     pearson(&dx, &dy, W)
 }
 
-/// Cluster separation: ‖centroid(E[E1]) − centroid(U[f(E1)])‖ / spread.
+/// Cluster separation: `‖centroid(E[E1]) − centroid(U[f(E1)])‖ / spread`.
 ///
 /// The spread of a cluster is the mean Euclidean distance of its members to its centroid; the
 /// denominator is the average of the two clusters' spreads. Values well above 1 mean the two
@@ -181,13 +181,16 @@ pub fn cluster_separation(e: &Tensor, u: &Tensor, pairs: &[(i64, i64)]) -> Resul
     let spread_x = mean_value(&row_norms(&x.f_sub(&cx).ctx(W)?, W)?, W)?;
     let spread_y = mean_value(&row_norms(&y.f_sub(&cy).ctx(W)?, W)?, W)?;
     let spread = 0.5 * (spread_x + spread_y);
-    if !(spread > 0.0) {
+    if spread.is_nan() || spread <= 0.0 {
         return Err(MetricsError::Degenerate {
             what: W,
             reason: format!("mean within-cluster spread is {spread}"),
         });
     }
-    let gap = scalar_value(&row_norms(&cx.f_sub(&cy).ctx(W)?, W)?.f_squeeze().ctx(W)?, W)?;
+    let gap = scalar_value(
+        &row_norms(&cx.f_sub(&cy).ctx(W)?, W)?.f_squeeze().ctx(W)?,
+        W,
+    )?;
     Ok(gap / spread)
 }
 
@@ -276,14 +279,19 @@ pub fn geometry_report(
     })
 }
 
-/// t_i = U[t_i] − E[s_i]: [n, C]. Ids must be validated.
-fn translations(e: &Tensor, u: &Tensor, pairs: &[(i64, i64)], what: &'static str) -> Result<Tensor> {
+/// `t_i = U[t_i] − E[s_i]`: (n, C). Ids must be validated.
+fn translations(
+    e: &Tensor,
+    u: &Tensor,
+    pairs: &[(i64, i64)],
+    what: &'static str,
+) -> Result<Tensor> {
     rows(u, &targets(pairs), what)?
         .f_sub(&rows(e, &sources(pairs), what)?)
         .ctx(what)
 }
 
-/// mean_i cos(U[t_i] − E[s_i], E[functor_id]), shared by parallelogram and parallelism.
+/// `mean_i cos(U[t_i] − E[s_i], E[functor_id])`, shared by parallelogram and parallelism.
 fn mean_translation_cosine(
     e: &Tensor,
     u: &Tensor,
@@ -304,7 +312,10 @@ fn upper_distances(x: &Tensor, what: &'static str) -> Result<Tensor> {
     let n = x.size()[0];
     let sq = row_sq_norms(x, what)?; // (n,)
     // The Gram form avoids the (n, n, C) difference tensor; f64 keeps its cancellation harmless.
-    let gram = x.f_transpose(0, 1).and_then(|xt| x.f_matmul(&xt)).ctx(what)?; // (n, n)
+    let gram = x
+        .f_transpose(0, 1)
+        .and_then(|xt| x.f_matmul(&xt))
+        .ctx(what)?; // (n, n)
     let d2 = sq
         .f_unsqueeze(1)
         .and_then(|col| col.f_add(&sq.f_unsqueeze(0)?))
@@ -341,7 +352,7 @@ fn pearson(a: &Tensor, b: &Tensor, what: &'static str) -> Result<f64> {
     // Rounding leaves a constant list with a tiny nonzero variance, whose correlation is noise.
     const REL: f64 = 1e-12;
     for (name, var, sq) in [("first", var_a, sq_a), ("second", var_b, sq_b)] {
-        if !(var > REL * sq) {
+        if var.is_nan() || var <= REL * sq {
             return Err(MetricsError::Degenerate {
                 what,
                 reason: format!("the {name} distance list is constant (variance {var:e})"),
@@ -447,13 +458,28 @@ mod tests {
     fn dirichlet_energy_hand_cases() {
         // Row 1 is row 0 scaled: same direction, energy 0.
         let same = mat(&[&[0.6, 0.8], &[1.8, 2.4]]);
-        assert_close(dirichlet_energy(&same, &[(0, 1)]).unwrap(), 0.0, 1e-12, "same");
+        assert_close(
+            dirichlet_energy(&same, &[(0, 1)]).unwrap(),
+            0.0,
+            1e-12,
+            "same",
+        );
         // Opposite unit vectors: ‖ê − (−ê)‖² = 4.
         let opposite = mat(&[&[0.6, 0.8], &[-0.6, -0.8]]);
-        assert_close(dirichlet_energy(&opposite, &[(0, 1)]).unwrap(), 4.0, 1e-12, "opposite");
+        assert_close(
+            dirichlet_energy(&opposite, &[(0, 1)]).unwrap(),
+            4.0,
+            1e-12,
+            "opposite",
+        );
         // Orthogonal: 2. Mixed with an aligned pair: (2 + 0) / 2 = 1.
         let mixed = mat(&[&[3.0, 0.0], &[0.0, 0.5], &[1.0, 1.0], &[2.0, 2.0]]);
-        assert_close(dirichlet_energy(&mixed, &[(0, 1)]).unwrap(), 2.0, 1e-12, "orthogonal");
+        assert_close(
+            dirichlet_energy(&mixed, &[(0, 1)]).unwrap(),
+            2.0,
+            1e-12,
+            "orthogonal",
+        );
         assert_close(
             dirichlet_energy(&mixed, &[(0, 1), (2, 3)]).unwrap(),
             1.0,
@@ -462,7 +488,12 @@ mod tests {
         );
         // A zero row normalises to zero, not NaN: ‖0 − ê‖² = 1.
         let zero = mat(&[&[0.0, 0.0], &[0.0, 5.0]]);
-        assert_close(dirichlet_energy(&zero, &[(0, 1)]).unwrap(), 1.0, 1e-12, "zero row");
+        assert_close(
+            dirichlet_energy(&zero, &[(0, 1)]).unwrap(),
+            1.0,
+            1e-12,
+            "zero row",
+        );
     }
 
     #[test]
@@ -471,17 +502,39 @@ mod tests {
         let e = mat(&[&[0.0, 0.0], &[3.0, -1.0], &[0.0, 0.0], &[0.0, 0.0]]);
         let u = mat(&[&[0.0, 0.0], &[0.0, 0.0], &[1.0, 2.0], &[4.0, 1.0]]);
         let pairs = [(0, 2), (1, 3)];
-        assert_close(translation_consistency(&e, &u, &pairs).unwrap(), 1.0, 1e-12, "common");
+        assert_close(
+            translation_consistency(&e, &u, &pairs).unwrap(),
+            1.0,
+            1e-12,
+            "common",
+        );
         // Translations (1, 0) and (−1, 0): t̄ = 0, mean ‖t − t̄‖² = 1, consistency 1/2.
         let u = mat(&[&[0.0, 0.0], &[0.0, 0.0], &[1.0, 0.0], &[2.0, -1.0]]);
-        assert_close(translation_consistency(&e, &u, &pairs).unwrap(), 0.5, 1e-12, "scattered");
+        assert_close(
+            translation_consistency(&e, &u, &pairs).unwrap(),
+            0.5,
+            1e-12,
+            "scattered",
+        );
     }
 
     #[test]
     fn parallelogram_parallelism_and_addition_hand_cases() {
         // E[0] = (0, 0), E[1] = (1, 0), e_f = E[4] = (1, 0); U[2] = (1, 1), U[3] = (1, 2).
-        let e = mat(&[&[0.0, 0.0], &[1.0, 0.0], &[0.0, 0.0], &[0.0, 0.0], &[1.0, 0.0]]);
-        let u = mat(&[&[0.0, 0.0], &[0.0, 0.0], &[1.0, 1.0], &[1.0, 2.0], &[0.0, 0.0]]);
+        let e = mat(&[
+            &[0.0, 0.0],
+            &[1.0, 0.0],
+            &[0.0, 0.0],
+            &[0.0, 0.0],
+            &[1.0, 0.0],
+        ]);
+        let u = mat(&[
+            &[0.0, 0.0],
+            &[0.0, 0.0],
+            &[1.0, 1.0],
+            &[1.0, 2.0],
+            &[0.0, 0.0],
+        ]);
         let pairs = [(0, 2), (1, 3)];
         // Translations (1, 1) and (0, 2): cosines with (1, 0) are 1/√2 and 0.
         let half_sqrt2 = std::f64::consts::FRAC_1_SQRT_2;
@@ -491,8 +544,18 @@ mod tests {
             1e-12,
             "parallelogram",
         );
-        assert_close(parallelism(&e, &u, &pairs[..1], 4).unwrap(), half_sqrt2, 1e-12, "id");
-        assert_close(parallelism(&e, &u, &pairs[1..], 4).unwrap(), 0.0, 1e-12, "ood");
+        assert_close(
+            parallelism(&e, &u, &pairs[..1], 4).unwrap(),
+            half_sqrt2,
+            1e-12,
+            "id",
+        );
+        assert_close(
+            parallelism(&e, &u, &pairs[1..], 4).unwrap(),
+            0.0,
+            1e-12,
+            "ood",
+        );
         // E[s] + e_f: (1, 0) vs U = (1, 1) → 1/√2; (2, 0) vs (1, 2) → 2/(2·√5).
         let expected = (half_sqrt2 + 1.0 / 5f64.sqrt()) / 2.0;
         assert_close(
@@ -507,11 +570,20 @@ mod tests {
     fn isometry_is_one_for_a_rotated_translated_scaled_copy() {
         tch::manual_seed(3);
         let x = Tensor::randn([6, 4], (Kind::Double, Device::Cpu));
-        let (q, _) = Tensor::linalg_qr(&Tensor::randn([4, 4], (Kind::Double, Device::Cpu)), "reduced");
+        let (q, _) = Tensor::linalg_qr(
+            &Tensor::randn([4, 4], (Kind::Double, Device::Cpu)),
+            "reduced",
+        );
         let shift = Tensor::from_slice(&[5.0, -2.0, 0.5, 3.0]).view([1, 4]);
         let y = x.matmul(&q) * 2.5 + shift;
-        let e = Tensor::cat(&[&x, &Tensor::zeros([6, 4], (Kind::Double, Device::Cpu))], 0);
-        let u = Tensor::cat(&[&Tensor::zeros([6, 4], (Kind::Double, Device::Cpu)), &y], 0);
+        let e = Tensor::cat(
+            &[&x, &Tensor::zeros([6, 4], (Kind::Double, Device::Cpu))],
+            0,
+        );
+        let u = Tensor::cat(
+            &[&Tensor::zeros([6, 4], (Kind::Double, Device::Cpu)), &y],
+            0,
+        );
         let pairs: Vec<(i64, i64)> = (0..6).map(|i| (i, i + 6)).collect();
         assert_close(isometry(&e, &u, &pairs).unwrap(), 1.0, 1e-12, "isometry");
         // Shuffling the correspondence breaks it.
@@ -549,7 +621,12 @@ mod tests {
         let (e, u) = random_model(0, Kind::Float);
         assert!(matches!(
             dirichlet_energy(&e, &[(0, 5), (2, 14)]),
-            Err(MetricsError::IdOutOfRange { index: 1, id: 14, bound: 14, .. })
+            Err(MetricsError::IdOutOfRange {
+                index: 1,
+                id: 14,
+                bound: 14,
+                ..
+            })
         ));
         assert!(matches!(
             dirichlet_energy(&e, &[(-1, 5)]),
@@ -557,7 +634,11 @@ mod tests {
         ));
         assert!(matches!(
             dirichlet_energy(&e, &[]),
-            Err(MetricsError::TooFew { expected: 1, found: 0, .. })
+            Err(MetricsError::TooFew {
+                expected: 1,
+                found: 0,
+                ..
+            })
         ));
         assert!(matches!(
             dirichlet_energy(&Tensor::zeros([3], (Kind::Float, Device::Cpu)), &[(0, 1)]),
@@ -578,11 +659,19 @@ mod tests {
         ));
         assert!(matches!(
             isometry(&e, &u, &PAIRS[..2]),
-            Err(MetricsError::TooFew { expected: 3, found: 2, .. })
+            Err(MetricsError::TooFew {
+                expected: 3,
+                found: 2,
+                ..
+            })
         ));
         assert!(matches!(
             cluster_separation(&e, &u, &PAIRS[..1]),
-            Err(MetricsError::TooFew { expected: 2, found: 1, .. })
+            Err(MetricsError::TooFew {
+                expected: 2,
+                found: 1,
+                ..
+            })
         ));
         assert!(matches!(
             parallelism(&e, &u, &[], F),
@@ -616,16 +705,31 @@ mod tests {
         let (e, u) = random_model(2, Kind::Float);
         let report = geometry_report(&e, &u, &PAIRS, F, &PAIRS[..2], &PAIRS[2..]).unwrap();
         let expected = [
-            ("geom/dirichlet_energy", dirichlet_energy(&e, &PAIRS).unwrap()),
-            ("geom/dirichlet_energy_head", dirichlet_energy(&u, &PAIRS).unwrap()),
+            (
+                "geom/dirichlet_energy",
+                dirichlet_energy(&e, &PAIRS).unwrap(),
+            ),
+            (
+                "geom/dirichlet_energy_head",
+                dirichlet_energy(&u, &PAIRS).unwrap(),
+            ),
             (
                 "geom/translation_consistency",
                 translation_consistency(&e, &u, &PAIRS).unwrap(),
             ),
-            ("geom/parallelogram", parallelogram_score(&e, &u, &PAIRS, F).unwrap()),
-            ("geom/analogy_addition", analogy_addition_score(&e, &u, &PAIRS, F).unwrap()),
+            (
+                "geom/parallelogram",
+                parallelogram_score(&e, &u, &PAIRS, F).unwrap(),
+            ),
+            (
+                "geom/analogy_addition",
+                analogy_addition_score(&e, &u, &PAIRS, F).unwrap(),
+            ),
             ("geom/isometry", isometry(&e, &u, &PAIRS).unwrap()),
-            ("geom/cluster_separation", cluster_separation(&e, &u, &PAIRS).unwrap()),
+            (
+                "geom/cluster_separation",
+                cluster_separation(&e, &u, &PAIRS).unwrap(),
+            ),
             (
                 "geom/parallelism/id_analogical",
                 parallelism(&e, &u, &PAIRS[..2], F).unwrap(),

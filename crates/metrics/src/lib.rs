@@ -33,6 +33,8 @@
 //! `V` vocabulary size, `C` model width (`d_model`), `B` batch size, `H` heads, `T` sequence
 //! length, `n` number of pairs or points, `K` number of read-out candidates.
 
+#![warn(missing_docs)]
+
 mod error;
 mod geometry;
 pub mod keys;
@@ -45,8 +47,8 @@ mod reference;
 
 pub use error::{MetricsError, Result};
 pub use geometry::{
-    GeometryReport, analogy_addition_score, cluster_separation, dirichlet_energy,
-    geometry_report, isometry, parallelism, parallelogram_score, translation_consistency,
+    GeometryReport, analogy_addition_score, cluster_separation, dirichlet_energy, geometry_report,
+    isometry, parallelism, parallelogram_score, translation_consistency,
 };
 pub use pca::{Pca2d, pca_2d, pca_2d_rows};
 pub use readout::{

@@ -124,10 +124,11 @@ pub fn candidate_ranks(logits: &Tensor, targets: &[i64], candidates: &[i64]) -> 
     let device = logits.device();
     let to_device = |ids: &[i64]| Tensor::f_from_slice(ids).and_then(|t| t.f_to_device(device));
     let cand_index = to_device(candidates).ctx(W)?; // (K,)
-    let target_index = to_device(targets)
-        .and_then(|t| t.f_unsqueeze(1))
-        .ctx(W)?; // (B, 1)
-    let logits = logits.f_detach().and_then(|l| l.f_to_kind(Kind::Double)).ctx(W)?;
+    let target_index = to_device(targets).and_then(|t| t.f_unsqueeze(1)).ctx(W)?; // (B, 1)
+    let logits = logits
+        .f_detach()
+        .and_then(|l| l.f_to_kind(Kind::Double))
+        .ctx(W)?;
     let cand_logits = logits.f_index_select(1, &cand_index).ctx(W)?; // (B, K)
     let target_logits = logits.f_gather(1, &target_index, false).ctx(W)?; // (B, 1)
     let below = cand_logits
@@ -178,5 +179,159 @@ fn readout_from_ranks(ranks: &[i64]) -> Readout {
         hit1: hits as f64 / n as f64,
         mrr: rr / n as f64,
         n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::{self, to_mat};
+    use tch::Device;
+
+    fn logits_table(rows: &[[f64; 6]]) -> Tensor {
+        let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+        Tensor::from_slice(&flat).view([rows.len() as i64, 6])
+    }
+
+    #[test]
+    fn attention_progress_matches_its_loop_twin() {
+        tch::manual_seed(4);
+        let attn = Tensor::randn([3, 2, 4, 4], (Kind::Float, Device::Cpu)).softmax(-1, Kind::Float);
+        for (q, k) in [(1, 0), (3, 2), (0, 0)] {
+            let mut sum = 0.0;
+            for b in 0..3 {
+                for h in 0..2 {
+                    sum += attn.double_value(&[b, h, q, k]);
+                }
+            }
+            let found = attention_progress(&attn, q, k).unwrap();
+            assert!(
+                (found - sum / 6.0).abs() < 1e-7,
+                "({q}, {k}): {found} vs {}",
+                sum / 6.0
+            );
+        }
+    }
+
+    #[test]
+    fn attention_progress_hand_case() {
+        // Two inputs, one head, T = 2: the `<f>` row puts 0.25 and 0.75 on the source.
+        let attn =
+            Tensor::from_slice(&[1.0f32, 0.0, 0.25, 0.75, 1.0, 0.0, 0.75, 0.25]).view([2, 1, 2, 2]);
+        let found = attention_progress(&attn, ANALOGY_QUERY_POS, ANALOGY_SOURCE_POS).unwrap();
+        assert!((found - 0.5).abs() < 1e-12);
+        // The other key of the same row.
+        assert!((attention_progress(&attn, 1, 1).unwrap() - 0.5).abs() < 1e-12);
+        // Query 0 attends only to itself.
+        assert!((attention_progress(&attn, 0, 0).unwrap() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn attention_progress_rejects_bad_input() {
+        let attn = Tensor::zeros([2, 1, 3, 3], (Kind::Float, Device::Cpu));
+        assert!(matches!(
+            attention_progress(&attn, 3, 0),
+            Err(MetricsError::IdOutOfRange {
+                id: 3,
+                bound: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            attention_progress(&attn, 1, -1),
+            Err(MetricsError::IdOutOfRange { id: -1, .. })
+        ));
+        assert!(matches!(
+            attention_progress(&attn.squeeze_dim(1), 1, 0),
+            Err(MetricsError::Shape { .. })
+        ));
+        let empty = Tensor::zeros([0, 1, 3, 3], (Kind::Float, Device::Cpu));
+        assert!(matches!(
+            attention_progress(&empty, 1, 0),
+            Err(MetricsError::TooFew { .. })
+        ));
+    }
+
+    #[test]
+    fn readout_hand_table() {
+        // Candidates are ids 2, 3, 4; id 0 has the largest logit but is not a candidate.
+        let logits = logits_table(&[
+            [10.0, 0.0, 0.1, 0.9, 0.5, 0.0], // target 3: best candidate → rank 1
+            [10.0, 0.0, 0.7, 0.6, 0.5, 0.0], // target 4: below 2 and 3 → rank 3
+            [10.0, 0.0, 0.4, 0.4, 0.1, 0.0], // target 2: tied with 3 → rank 2 (ties count against)
+        ]);
+        let targets = [3, 4, 2];
+        let candidates = [2, 3, 4];
+        assert_eq!(
+            candidate_ranks(&logits, &targets, &candidates).unwrap(),
+            vec![1, 3, 2]
+        );
+        let r = analogy_readout(&logits, &targets, &candidates).unwrap();
+        assert_eq!(r.n, 3);
+        assert!((r.hit1 - 1.0 / 3.0).abs() < 1e-12);
+        assert!((r.mrr - (1.0 + 1.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn constant_logits_get_the_worst_rank() {
+        let logits = Tensor::zeros([2, 6], (Kind::Float, Device::Cpu));
+        let r = analogy_readout(&logits, &[2, 4], &[2, 3, 4, 5]).unwrap();
+        assert_eq!(r.hit1, 0.0);
+        assert!((r.mrr - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ranks_match_their_loop_twin() {
+        tch::manual_seed(9);
+        let logits = Tensor::randn([8, 20], (Kind::Float, Device::Cpu));
+        let candidates: Vec<i64> = (10..20).rev().collect();
+        let targets: Vec<i64> = (0..8).map(|i| 10 + (i * 3) % 10).collect();
+        let found = candidate_ranks(&logits, &targets, &candidates).unwrap();
+        let expected = reference::ranks(&to_mat(&logits), &targets, &candidates);
+        assert_eq!(found, expected);
+        assert!(found.iter().all(|&r| (1..=10).contains(&r)));
+    }
+
+    #[test]
+    fn readout_rejects_bad_input() {
+        let logits = Tensor::zeros([2, 6], (Kind::Float, Device::Cpu));
+        assert!(matches!(
+            candidate_ranks(&logits, &[2], &[2, 3]),
+            Err(MetricsError::LengthMismatch {
+                expected: 2,
+                found: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            candidate_ranks(&logits, &[2, 5], &[2, 3]),
+            Err(MetricsError::TargetNotCandidate { row: 1, id: 5, .. })
+        ));
+        assert!(matches!(
+            candidate_ranks(&logits, &[2, 3], &[2, 3, 2]),
+            Err(MetricsError::DuplicateId { id: 2, .. })
+        ));
+        assert!(matches!(
+            candidate_ranks(&logits, &[2, 3], &[2, 3, 6]),
+            Err(MetricsError::IdOutOfRange {
+                index: 2,
+                id: 6,
+                bound: 6,
+                ..
+            })
+        ));
+        assert!(matches!(
+            candidate_ranks(&logits, &[2, 3], &[]),
+            Err(MetricsError::TooFew { .. })
+        ));
+        let empty = Tensor::zeros([0, 6], (Kind::Float, Device::Cpu));
+        assert!(matches!(
+            candidate_ranks(&empty, &[], &[2]),
+            Err(MetricsError::TooFew { .. })
+        ));
+        assert!(matches!(
+            candidate_ranks(&logits.view([12]), &[2], &[2]),
+            Err(MetricsError::Shape { .. })
+        ));
     }
 }

@@ -4,6 +4,8 @@
 //! mistake in a broadcast, a reduction axis or an index order in the tensor code shows up as a
 //! mismatch.
 
+use std::cmp::Ordering;
+
 use tch::{Device, Kind, Tensor};
 
 pub type Mat = Vec<Vec<f64>>;
@@ -149,7 +151,7 @@ pub fn ranks(logits: &Mat, targets: &[i64], candidates: &[i64]) -> Vec<i64> {
             let target = logits[b][t as usize];
             candidates
                 .iter()
-                .filter(|&&c| !(logits[b][c as usize] < target))
+                .filter(|&&c| logits[b][c as usize].partial_cmp(&target) != Some(Ordering::Less))
                 .count() as i64
         })
         .collect()
@@ -182,16 +184,22 @@ fn jacobi_eigen(mut a: Mat) -> (Vec<f64>, Mat) {
                 let s = t * c;
                 // A <- Jᵀ A J with J the identity except J[p][p] = J[q][q] = c, J[p][q] = s,
                 // J[q][p] = -s; V <- V J.
-                for k in 0..n {
-                    let (akp, akq) = (a[k][p], a[k][q]);
-                    a[k][p] = c * akp - s * akq;
-                    a[k][q] = s * akp + c * akq;
+                for row in a.iter_mut() {
+                    let (akp, akq) = (row[p], row[q]);
+                    row[p] = c * akp - s * akq;
+                    row[q] = s * akp + c * akq;
                 }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p][k], a[q][k]);
-                    a[p][k] = c * apk - s * aqk;
-                    a[q][k] = s * apk + c * aqk;
-                }
+                let (row_p, row_q) = (a[p].clone(), a[q].clone());
+                a[p] = row_p
+                    .iter()
+                    .zip(&row_q)
+                    .map(|(x, y)| c * x - s * y)
+                    .collect();
+                a[q] = row_p
+                    .iter()
+                    .zip(&row_q)
+                    .map(|(x, y)| s * x + c * y)
+                    .collect();
                 for row in v.iter_mut() {
                     let (vkp, vkq) = (row[p], row[q]);
                     row[p] = c * vkp - s * vkq;
