@@ -235,4 +235,29 @@ mod tests {
             })
         ));
     }
+
+    /// Runs where a GPU is present; elsewhere it only checks the CPU path and says so.
+    #[test]
+    fn pca_on_cuda_matches_cpu() {
+        tch::manual_seed(12);
+        let pts = Tensor::randn([20, 8], (Kind::Float, Device::Cpu));
+        let cpu = pca_2d(&pts).unwrap();
+        if !tch::Cuda::is_available() {
+            eprintln!("pca_on_cuda_matches_cpu: no CUDA device, GPU half skipped");
+            return;
+        }
+        let gpu = pca_2d(&pts.to_device(Device::Cuda(0))).unwrap();
+        assert_vec_close(
+            &gpu.explained_variance_ratio,
+            &cpu.explained_variance_ratio,
+            1e-9,
+            "ratios",
+        );
+        // The sign convention must make the two devices agree, not only up to sign.
+        assert_vec_close(&gpu.components[0], &cpu.components[0], 1e-7, "first");
+        assert_vec_close(&gpu.components[1], &cpu.components[1], 1e-7, "second");
+        let found: Vec<f64> = gpu.coords.iter().flatten().copied().collect();
+        let expected: Vec<f64> = cpu.coords.iter().flatten().copied().collect();
+        assert_vec_close(&found, &expected, 1e-7, "coords");
+    }
 }
