@@ -1,0 +1,366 @@
+//! Renders every plot from a synthetic run directory and checks the files: PNGs decode with the
+//! size the SVG declares (times the PNG scale), SVGs parse with an `<svg>` root, and the report
+//! links only to files that exist. Set `PLOTS_SAMPLE_DIR` to keep the synthetic run for viewing.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plots::{
+    BandKind, OnsetMarker, PNG_SCALE, PlotError, RunMetrics, Series, SweepGroup, SweepPanel,
+};
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// A run whose curves look like the paper's: memorisation, then composition, then analogy.
+fn write_run(dir: &Path, seed: f64, with_geometry: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut m = String::new();
+    let onsets = [
+        ("id_atomic", 40.0),
+        ("ood_atomic", 60.0),
+        ("id_compositional", 70.0),
+        ("near_ood_compositional", 100.0),
+        ("far_ood_compositional", 400.0),
+        ("id_analogical", 90.0),
+        ("ood_analogical", 180.0 * seed),
+    ];
+    for step in 1..=2000u64 {
+        let s = step as f64;
+        if step % 10 == 1 {
+            let acc = sigmoid((s.ln() - 55f64.ln()) * 4.0);
+            let _ = writeln!(
+                m,
+                r#"{{"global_step": {step}, "train/CE_last": {}, "train/ACC_last": {acc}, "train/PROB_last": {acc}, "lr": 0.0001}}"#,
+                4.0 * (1.0 - acc) + 0.01
+            );
+        }
+        if step % 20 == 0 {
+            let _ = write!(
+                m,
+                r#"{{"global_step": {step}, "epoch": {}, "train/CE_epoch": 1.0, "val/macro/CE": {}, "val/macro/ACC": 0.5, "unknown/new_key": [1, 2]"#,
+                step / 20,
+                3.0 / s.sqrt()
+            );
+            for (t, on) in onsets {
+                let a = sigmoid((s.ln() - f64::ln(on)) * 5.0);
+                let ce = 3.0 * (1.0 - a) + 0.02;
+                let _ = write!(
+                    m,
+                    r#", "val_CE/{t}": {ce}, "val_PPL/{t}": {}, "val_ACC/{t}": {a}, "val_PROB/{t}": {a}, "val_N/{t}": 100"#,
+                    ce.exp()
+                );
+            }
+            m.push_str("}\n");
+            if with_geometry {
+                let a = sigmoid((s.ln() - f64::ln(150.0 * seed)) * 4.0);
+                let _ = writeln!(
+                    m,
+                    r#"{{"global_step": {step}, "geom/dirichlet_energy": {}, "geom/dirichlet_energy_head": {}, "geom/translation_consistency": {}, "geom/parallelogram": {}, "geom/analogy_addition": {}, "geom/isometry": {}, "geom/cluster_separation": {}, "geom/attn_progress/id_analogical": {}, "geom/attn_progress/ood_analogical": {}, "geom/parallelism/id_analogical": {}, "geom/parallelism/ood_analogical": {}, "geom/hit1": {a}, "geom/mrr": {}, "geom/new_metric": null}}"#,
+                    1.8 - 1.5 * a,
+                    1.9 - 1.2 * a,
+                    0.2 + 0.7 * a,
+                    0.9 * a - 0.05,
+                    0.8 * a,
+                    0.3 + 0.6 * a,
+                    0.5 + 3.0 * a,
+                    0.1 + 0.8 * a,
+                    0.1 + 0.7 * a,
+                    0.85 * a,
+                    0.8 * a,
+                    0.3 + 0.7 * a
+                );
+            }
+        }
+    }
+    std::fs::write(dir.join("metrics.jsonl"), m).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        "d_model = 128\nrun_name = \"<script>alert(1)</script>\"\n[data]\nnum_entities = 20\n",
+    )
+    .unwrap();
+    if with_geometry {
+        let mut p = String::new();
+        for (k, step) in [10u64, 100, 300, 1000, 2000].iter().enumerate() {
+            let align = k as f64 / 4.0;
+            let mut pts = Vec::new();
+            let mut arrows = Vec::new();
+            for i in 0..10 {
+                let ang = i as f64 * 0.628;
+                let (x, y) = (ang.cos() * 2.0, ang.sin() * 2.0);
+                let (x2, y2) = (
+                    x * align + (1.0 - align) * (-y * 1.5) + 3.0 * align,
+                    y * align + (1.0 - align) * (x * 1.5) + 1.0,
+                );
+                pts.push(format!(
+                    r#"{{"token": "<e_{i}>", "group": "E1", "x": {x}, "y": {y}}}"#
+                ));
+                pts.push(format!(
+                    r#"{{"token": "<e_{}>", "group": "E2", "x": {x2}, "y": {y2}}}"#,
+                    i + 10
+                ));
+                arrows.push(format!(
+                    r#"{{"from": "<e_{i}>", "to": "<e_{}>", "ood": {}}}"#,
+                    i + 10,
+                    i % 5 == 0
+                ));
+            }
+            pts.push(r#"{"token": "<f>", "group": "functor", "x": 0.5, "y": -2.5}"#.to_string());
+            pts.push(r#"{"token": "<r_1>", "group": "other", "x": -2.5, "y": null}"#.to_string());
+            pts.push(r#"{"token": "<r_2>", "group": "other", "x": -2.7, "y": 0.4}"#.to_string());
+            let _ = writeln!(
+                p,
+                r#"{{"global_step": {step}, "points": [{}], "arrows": [{}]}}"#,
+                pts.join(", "),
+                arrows.join(", ")
+            );
+        }
+        std::fs::write(dir.join("pca.jsonl"), p).unwrap();
+    }
+}
+
+/// Checks a PNG/SVG pair: both parse, sizes agree, and the PNG is not a blank page.
+fn check_pair(png_path: &Path) {
+    let svg_path = png_path.with_extension("svg");
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg", "{}", svg_path.display());
+    let w: f64 = root.attribute("width").unwrap().parse().unwrap();
+    let h: f64 = root.attribute("height").unwrap().parse().unwrap();
+    assert!(w >= 300.0 && h >= 200.0, "{w}x{h}");
+    assert!(doc.descendants().any(|n| n.has_tag_name("text")));
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    assert_eq!(
+        info.width,
+        (w * PNG_SCALE as f64).round() as u32,
+        "{}",
+        png_path.display()
+    );
+    assert_eq!(info.height, (h * PNG_SCALE as f64).round() as u32);
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    let bytes = &buf[..frame.buffer_size()];
+    // Dark pixels (text, axes, curves) must exist: a font failure or empty render would not have them.
+    let dark = bytes
+        .chunks(4)
+        .filter(|p| p[0] < 80 && p[1] < 80 && p[2] < 80)
+        .count();
+    assert!(
+        dark > 2000,
+        "{} has only {dark} dark pixels",
+        png_path.display()
+    );
+    let total = bytes.len() / 4;
+    assert!(dark < total / 3, "{} is mostly dark", png_path.display());
+}
+
+fn sample_dir() -> (Option<tempfile::TempDir>, PathBuf) {
+    match std::env::var_os("PLOTS_SAMPLE_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            std::fs::create_dir_all(&d).unwrap();
+            (None, d)
+        }
+        None => {
+            let t = tempfile::tempdir().unwrap();
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    }
+}
+
+#[test]
+fn every_run_plot_renders() {
+    let (_keep, root) = sample_dir();
+    let run = root.join("run_a");
+    write_run(&run, 1.0, true);
+    let files = plots::write_run_plots(&run).unwrap();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for stem in ["accuracy", "loss", "energy", "geometry", "pca"] {
+        for ext in ["png", "svg"] {
+            assert!(
+                names.contains(&format!("{stem}.{ext}")),
+                "{stem}.{ext} missing: {names:?}"
+            );
+        }
+    }
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+    {
+        assert!(f.starts_with(run.join("plots")));
+        check_pair(f);
+    }
+    // The geometry figure has the extra key as its own panel, and nothing for the all-null one.
+    let svg = std::fs::read_to_string(run.join("plots/geometry.svg")).unwrap();
+    assert!(svg.contains("Cluster separation"));
+    assert!(!svg.contains("new_metric"));
+}
+
+#[test]
+fn old_runs_without_geometry_get_the_plots_they_can() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("old");
+    write_run(&run, 1.0, false);
+    let files = plots::write_run_plots(&run).unwrap();
+    let mut names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["accuracy.png", "accuracy.svg", "loss.png", "loss.svg"]
+    );
+    let out = d.path().join("report.html");
+    let summary = plots::report(std::slice::from_ref(&run), &out).unwrap();
+    assert_eq!(summary.plots.len(), 4);
+}
+
+fn linked_files(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        let mut rest = html;
+        while let Some(i) = rest.find(attr) {
+            rest = &rest[i + attr.len()..];
+            let end = rest.find('"').unwrap();
+            let link = &rest[..end];
+            if !link.starts_with('#') {
+                out.push(link.to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn report_over_several_runs_links_existing_files() {
+    let (_keep, root) = sample_dir();
+    let runs = vec![root.join("runs/seed_1"), root.join("runs/seed_2")];
+    write_run(&runs[0], 1.0, true);
+    write_run(&runs[1], 1.6, true);
+    let out = root.join("out/report.html");
+    let summary = plots::report(&runs, &out).unwrap();
+    let html = std::fs::read_to_string(&summary.html).unwrap();
+    let links = linked_files(&html);
+    // 5 plots per run, 6 overlays; each an <img> of the PNG and two links to the SVG.
+    assert_eq!(
+        links.iter().filter(|l| l.ends_with(".png")).count(),
+        16,
+        "{links:?}"
+    );
+    for l in &links {
+        assert!(!l.starts_with('/'), "absolute link {l}");
+        let target = out.parent().unwrap().join(l);
+        assert!(target.is_file(), "{l} does not exist");
+    }
+    for p in summary
+        .plots
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+    {
+        check_pair(p);
+    }
+    // The config is shown verbatim but escaped.
+    assert!(html.contains("run_name = &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;"));
+    assert!(!html.contains("<script>"));
+    // The final table is the last epoch row (step 2000 of the synthetic run).
+    assert!(html.contains("global step 2000"));
+    assert!(html.contains("<td>near_ood_compositional</td>"));
+}
+
+#[test]
+fn overlay_and_sweep_render() {
+    let (_keep, root) = sample_dir();
+    let mut groups = Vec::new();
+    for (gi, onset) in [150.0, 300.0, 1000.0, 3000.0].iter().enumerate() {
+        let mut runs = Vec::new();
+        for seed in 0..3 {
+            let jitter = 1.0 + 0.15 * (seed as f64 - 1.0);
+            let pts = (0..60)
+                .map(|k| {
+                    let step = (10f64.powf(1.0 + k as f64 * 3.0 / 59.0)).round() as u64;
+                    let a = sigmoid(((step as f64).ln() - (onset * jitter).ln()) * 4.0);
+                    (step, a)
+                })
+                .collect();
+            runs.push(Series::new(pts));
+        }
+        groups.push(SweepGroup {
+            label: format!("|E| = {}", 10 * (gi + 1)),
+            runs,
+        });
+    }
+    let markers = [150.0, 300.0, 1000.0, 3000.0]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| OnsetMarker {
+            step: *s,
+            label: format!("paper |E|={}", 10 * (i + 1)),
+            group: Some(i),
+        })
+        .collect();
+    let panel = SweepPanel {
+        title: "OOD analogical accuracy".to_string(),
+        y_label: "accuracy".to_string(),
+        groups: groups.clone(),
+        markers,
+        band: BandKind::MinMax,
+        y_range: Some((-0.02, 1.02)),
+    };
+    let mut second = panel.clone();
+    second.title = "near-OOD compositional accuracy".to_string();
+    second.markers.clear();
+    second.band = BandKind::Std;
+    let f = plots::sweep_plot(
+        "Fig. 2: entities",
+        &[panel, second],
+        &root.join("sweep/fig2"),
+    )
+    .unwrap();
+    check_pair(&f.png);
+
+    let a = root.join("ov/a");
+    let b = root.join("ov/b");
+    write_run(&a, 1.0, false);
+    write_run(&b, 2.0, false);
+    let ma = RunMetrics::read(&a.join("metrics.jsonl")).unwrap();
+    let mb = RunMetrics::read(&b.join("metrics.jsonl")).unwrap();
+    let f = plots::overlay_plot(
+        &[("a".to_string(), &ma), ("b".to_string(), &mb)],
+        "val_ACC/ood_analogical",
+        &root.join("ov/overlay"),
+    )
+    .unwrap();
+    check_pair(&f.png);
+    let err = plots::overlay_plot(&[("a".to_string(), &ma)], "geom/mrr", &root.join("ov/none"));
+    assert!(matches!(err, Err(PlotError::NoData { .. })));
+}
+
+#[test]
+fn broken_metrics_line_is_reported_with_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("broken");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("metrics.jsonl"),
+        "{\"global_step\": 1, \"train/ACC_last\": 0.1}\n\n{\"global_step\": 2, oops}\n",
+    )
+    .unwrap();
+    let err = plots::write_run_plots(&run).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("metrics.jsonl:3:"), "{msg}");
+    let err = plots::report(&[], &d.path().join("r.html")).unwrap_err();
+    assert!(matches!(err, PlotError::NoRuns));
+}
