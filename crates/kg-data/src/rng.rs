@@ -106,6 +106,15 @@ mod tests {
         }
     }
 
+    /// Regression pin recorded with rand_chacha 0.9.0 and rand_core 0.9.5: the stream every
+    /// dataset is drawn from. A failure after a dependency bump means datasets changed.
+    #[test]
+    fn seed_42_stream_is_pinned() {
+        let mut s = Sampler::new(42);
+        assert_eq!(s.next_u64(), 0x8398_bc11_d7b5_4878);
+        assert_eq!(s.next_u64(), 0x6902_c9f9_a317_6399);
+    }
+
     #[test]
     fn below_is_in_range_and_one_is_always_zero() {
         let mut s = Sampler::new(1);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use kg_data::{Dataset, Example, FactType, Functor, TokenKind};
+use kg_data::{Dataset, Example, FactType, Functor};
 
 /// The Python original's dataset, kept next to the tests.
 pub fn fixture_dir() -> PathBuf {
@@ -46,7 +46,11 @@ pub fn check_invariants(ds: &Dataset, duplicate_relation: bool) -> Report {
     // test.json holds every fact once.
     let mut seen = BTreeSet::new();
     for ex in &ds.test {
-        assert!(seen.insert(ex.tokens.clone()), "duplicate test fact {:?}", ex.tokens);
+        assert!(
+            seen.insert(ex.tokens.clone()),
+            "duplicate test fact {:?}",
+            ex.tokens
+        );
     }
 
     // Atomic facts per category.
@@ -54,7 +58,14 @@ pub fn check_invariants(ds: &Dataset, duplicate_relation: bool) -> Report {
         .test
         .iter()
         .filter(|e| matches!(e.kind, FactType::IdAtomic | FactType::OodAtomic))
-        .map(|e| (e.tokens[0], e.tokens[1], e.tokens[2], e.kind == FactType::OodAtomic))
+        .map(|e| {
+            (
+                e.tokens[0],
+                e.tokens[1],
+                e.tokens[2],
+                e.kind == FactType::OodAtomic,
+            )
+        })
         .collect();
     let in_cat = |set: &dyn Fn(u32) -> bool| -> Vec<Atomic> {
         atomic
@@ -88,7 +99,10 @@ pub fn check_invariants(ds: &Dataset, duplicate_relation: bool) -> Report {
     }
 
     // E2 is exactly the functor image of the ID E1 facts, all ID.
-    assert!(e2_atomic.iter().all(|&(.., ood)| !ood), "E2 has no OOD atomic facts");
+    assert!(
+        e2_atomic.iter().all(|&(.., ood)| !ood),
+        "E2 has no OOD atomic facts"
+    );
     let mirrored: BTreeSet<(u32, u32, u32)> = e1_atomic
         .iter()
         .filter(|&&(.., ood)| !ood)
@@ -102,7 +116,10 @@ pub fn check_invariants(ds: &Dataset, duplicate_relation: bool) -> Report {
     if !duplicate_relation {
         let mut per_head: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
         for &(h, r, _, _) in e1_atomic.iter().chain(&e2_atomic) {
-            assert!(per_head.entry(h).or_default().insert(r), "head {h} repeats relation {r}");
+            assert!(
+                per_head.entry(h).or_default().insert(r),
+                "head {h} repeats relation {r}"
+            );
         }
     }
 
@@ -168,7 +185,9 @@ pub fn check_invariants(ds: &Dataset, duplicate_relation: bool) -> Report {
     assert_eq!(counts.values().sum::<usize>(), ds.test.len());
     assert_eq!(
         ds.train.len(),
-        counts[&FactType::IdAtomic] + counts[&FactType::IdCompositional] + counts[&FactType::IdAnalogical]
+        counts[&FactType::IdAtomic]
+            + counts[&FactType::IdCompositional]
+            + counts[&FactType::IdAnalogical]
     );
 
     Report {
@@ -181,13 +200,8 @@ pub fn check_invariants(ds: &Dataset, duplicate_relation: bool) -> Report {
 
 /// The entity token ids named in `names`.
 pub fn ids(ds: &Dataset, names: &[String]) -> Vec<u32> {
-    names.iter().map(|n| ds.vocab.id(n).expect("token")).collect()
-}
-
-/// Count of tokens of a kind in an example, for shape checks.
-pub fn count_kind(ds: &Dataset, ex: &Example, want: fn(TokenKind) -> bool) -> usize {
-    ex.tokens
+    names
         .iter()
-        .filter(|&&t| ds.vocab.kind(t).is_some_and(want))
-        .count()
+        .map(|n| ds.vocab.id(n).expect("token"))
+        .collect()
 }
