@@ -18,12 +18,13 @@ use crate::tensor_util::{
 
 /// Dirichlet energy of the functor graph on the rows of `emb`.
 ///
-/// Each row is L2-normalised (a zero row stays zero); the energy is the mean over the functor
-/// edges, each traversed in both directions, of ‖ê(a) − ê(b)‖². Both directions of one edge give
-/// the same value, so this equals the mean over pairs; the two directions are kept so the
-/// definition reads like the graph Laplacian form of SPEC §5.
+/// Each row is L2-normalised (a zero row stays zero); the energy is the Dirichlet form
+/// `½ · mean over the functor edges, each traversed in both directions, of ‖ê(a) − ê(b)‖²`
+/// (the ½ of the graph-Laplacian quadratic form, which counts every undirected edge once). Both
+/// directions of one edge give the same value, so for unit rows this is `1 − mean cos(ê(s), ê(t))`.
 ///
-/// Range [0, 4]: 0 when every pair points the same way, 2 for orthogonal pairs, 4 for opposite.
+/// Range [0, 2]: 0 when every pair points the same way, 1 for orthogonal pairs, 2 for opposite
+/// unit vectors.
 ///
 /// # Arguments
 /// * `emb` - [V, C] any embedding-like matrix: `tok_emb.weight` or `head.weight`.
@@ -43,7 +44,7 @@ pub fn dirichlet_energy(emb: &Tensor, pairs: &[(i64, i64)]) -> Result<f64> {
     let a = normalize_rows(&rows(emb, &from, W)?, W)?; // (2n, C)
     let b = normalize_rows(&rows(emb, &to, W)?, W)?; // (2n, C)
     let diff = a.f_sub(&b).ctx(W)?;
-    mean_value(&row_sq_norms(&diff, W)?, W)
+    Ok(0.5 * mean_value(&row_sq_norms(&diff, W)?, W)?)
 }
 
 /// Translation consistency `1 / (1 + mean_i ‖t_i − t̄‖²)` with `t_i = U[f(e_i)] − E[e_i]`.
@@ -464,33 +465,33 @@ mod tests {
             1e-12,
             "same",
         );
-        // Opposite unit vectors: ‖ê − (−ê)‖² = 4.
+        // Opposite unit vectors: ½‖ê − (−ê)‖² = 2.
         let opposite = mat(&[&[0.6, 0.8], &[-0.6, -0.8]]);
         assert_close(
             dirichlet_energy(&opposite, &[(0, 1)]).unwrap(),
-            4.0,
+            2.0,
             1e-12,
             "opposite",
         );
-        // Orthogonal: 2. Mixed with an aligned pair: (2 + 0) / 2 = 1.
+        // Orthogonal: 1. Mixed with an aligned pair: (1 + 0) / 2 = 0.5.
         let mixed = mat(&[&[3.0, 0.0], &[0.0, 0.5], &[1.0, 1.0], &[2.0, 2.0]]);
         assert_close(
             dirichlet_energy(&mixed, &[(0, 1)]).unwrap(),
-            2.0,
+            1.0,
             1e-12,
             "orthogonal",
         );
         assert_close(
             dirichlet_energy(&mixed, &[(0, 1), (2, 3)]).unwrap(),
-            1.0,
+            0.5,
             1e-12,
             "mixed",
         );
-        // A zero row normalises to zero, not NaN: ‖0 − ê‖² = 1.
+        // A zero row normalises to zero, not NaN: ½‖0 − ê‖² = 0.5.
         let zero = mat(&[&[0.0, 0.0], &[0.0, 5.0]]);
         assert_close(
             dirichlet_energy(&zero, &[(0, 1)]).unwrap(),
-            1.0,
+            0.5,
             1e-12,
             "zero row",
         );

@@ -63,7 +63,7 @@ pub fn dirichlet_energy(m: &Mat, pairs: &[(i64, i64)]) -> f64 {
     for &(s, t) in pairs {
         for (a, b) in [(s, t), (t, s)] {
             let d = sub(&unit(a), &unit(b));
-            total += dot(&d, &d);
+            total += 0.5 * dot(&d, &d);
             edges += 1;
         }
     }

@@ -1,1 +1,95 @@
-//! scaffold
+//! Training, evaluation, checkpoints and run directories for the functor experiment of
+//! *Emergent Analogical Reasoning in Transformers* (arXiv 2602.01992), SPEC §3.
+//!
+//! # Overview
+//! - [`RunConfig`] (`config`): the typed configuration tree (`[data]`, `[model]`, `[train]`,
+//!   `[wandb]`), flat `key=value` overrides, validation naming the key at fault.
+//! - [`run`] (`train`): the loop — seeded shuffles, last-token loss, fused Adam/AdamW with
+//!   warm-up, mixed precision on CUDA, per-epoch evaluation, logging, checkpoints, resume.
+//! - `eval`: CE / PPL / ACC / PROB / N per fact type and macro averages, in one pass.
+//! - `optim`: [`optim::Adam`] (PyTorch semantics, libtorch's fused kernel), the LR schedule, a
+//!   device-side loss scaler.
+//! - `sink`: the [`MetricsSink`] trait with the local `metrics.jsonl`, W&B and null backends.
+//! - `checkpoint`: atomic safetensors checkpoints with a JSON sidecar.
+//! - `analysis`: geometry, attention progress, analogy read-out and PCA tracked during training.
+//! - `wandb`: resolving W&B settings from the config and environment.
+//!
+//! # Run directory (`save_dir`)
+//! `config.toml` (the resolved config), `metrics.jsonl` (one JSON object per logged row, keys as
+//! on W&B), `pca.jsonl` (PCA snapshots), `checkpoints/{last,best,epochNNN}/` and `plots/`.
+
+pub mod analysis;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod optim;
+pub mod sink;
+pub mod train;
+pub mod wandb;
+
+use std::path::PathBuf;
+
+pub use config::{
+    DeviceChoice, GeometrySchedule, ModelConfig, OptimizerKind, RunConfig, TrainConfig, WandbConfig,
+};
+pub use eval::{EvalReport, TypeMetrics};
+pub use sink::{JsonlSink, MetricsSink, NullSink, WandbSink};
+pub use train::{RunOptions, RunSummary, run};
+
+/// Everything that can stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration value or file is wrong.
+    #[error("{source_name}: {reason}")]
+    Config {
+        /// The file, flag or section at fault.
+        source_name: String,
+        /// What is wrong (names the key).
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The dataset is missing or malformed.
+    #[error(transparent)]
+    Data(#[from] kg_data::DataError),
+    /// The model rejected its configuration or inputs.
+    #[error(transparent)]
+    Model(#[from] gpt_rope::ModelError),
+    /// A geometry metric failed.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    /// A libtorch operation failed.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    /// The optimiser kernel failed.
+    #[error("optimizer: {0}")]
+    Optimizer(String),
+    /// A checkpoint is missing, malformed or does not fit the run.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// W&B settings are invalid (a bad `WANDB_*` variable).
+    #[error("W&B: {0}")]
+    Wandb(#[from] wandb_http::WandbError),
+    /// The training loss stopped being finite.
+    #[error(
+        "the training loss became {value} in epoch {epoch} (step {global_step}); stopping, the last good checkpoint is kept"
+    )]
+    NonFinite {
+        /// The epoch.
+        epoch: usize,
+        /// The global step at its end.
+        global_step: u64,
+        /// The loss.
+        value: f64,
+    },
+    /// The run was interrupted (Ctrl-C); a `last` checkpoint was written.
+    #[error("interrupted; resume with --resume")]
+    Interrupted,
+}

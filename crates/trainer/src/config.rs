@@ -1,0 +1,508 @@
+//! The run configuration: one typed tree, read from TOML, overridden by flat `key=value` pairs,
+//! validated before any tensor exists.
+//!
+//! Files have four tables, `[data]` (generation, see [`kg_data::DataConfig`]), `[model]`
+//! ([`ModelConfig`]), `[train]` ([`TrainConfig`]) and `[wandb]` ([`WandbConfig`]). Every key is
+//! also addressable flat (`lr`, `d_model`, `num_entities`, …), as the original's config and
+//! command-line flags are; keys are unique across tables, which [`RunConfig::set`] relies on.
+
+use std::path::{Path, PathBuf};
+
+use kg_data::DataConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// Model hyper-parameters of a run (the vocabulary size comes from the dataset).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model width. Default 128.
+    pub d_model: i64,
+    /// Transformer blocks. Default 1.
+    pub n_layer: i64,
+    /// Attention heads. Default 1.
+    pub n_head: i64,
+    /// Dropout probability. Default 0.0.
+    pub dropout: f64,
+    /// Longest input accepted. Default 64.
+    pub max_len: i64,
+    /// RoPE base. Default 100.
+    pub rope_base: f64,
+    /// Tie the output head to the token embedding. Default false.
+    pub tie_weights: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        let g = gpt_rope::GptConfig::default();
+        Self {
+            d_model: g.d_model,
+            n_layer: g.n_layer,
+            n_head: g.n_head,
+            dropout: g.dropout,
+            max_len: g.max_len,
+            rope_base: g.rope_base,
+            tie_weights: g.tie_weights,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The model configuration for a vocabulary of `vocab_size` tokens.
+    pub fn gpt(&self, vocab_size: i64) -> gpt_rope::GptConfig {
+        gpt_rope::GptConfig {
+            vocab_size,
+            d_model: self.d_model,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            dropout: self.dropout,
+            max_len: self.max_len,
+            rope_base: self.rope_base,
+            tie_weights: self.tie_weights,
+        }
+    }
+}
+
+/// Which optimiser updates the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// `torch.optim.Adam`: weight decay coupled as an L2 term added to the gradient.
+    Adam,
+    /// `torch.optim.AdamW`: decoupled weight decay.
+    Adamw,
+}
+
+/// Where tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when available, else CPU.
+    Auto,
+    /// CPU.
+    Cpu,
+    /// The first CUDA device (an error when there is none).
+    Cuda,
+}
+
+/// When geometry metrics are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeometrySchedule {
+    /// Never.
+    Off,
+    /// At every printed evaluation (every `eval_every` epochs).
+    Eval,
+    /// On roughly log-spaced global steps (about 12 per decade).
+    Log,
+}
+
+/// Training hyper-parameters and paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Dataset directory; generated from `[data]` when it holds no dataset.
+    pub data_dir: PathBuf,
+    /// Run directory (config, metrics, checkpoints, plots).
+    pub save_dir: PathBuf,
+    /// Rows per optimiser step. Default 64.
+    pub batch_size: usize,
+    /// Passes over the training set. Default 1000.
+    pub epochs: usize,
+    /// Peak learning rate. Default 1e-4.
+    pub lr: f64,
+    /// Weight decay (coupled L2 for Adam, decoupled for AdamW). Default 0.
+    pub weight_decay: f64,
+    /// Linear warm-up length in optimiser steps. Default 0.
+    pub warmup_steps: usize,
+    /// Adam or AdamW. Default adam.
+    pub optimizer: OptimizerKind,
+    /// Mixed precision on CUDA (a no-op on CPU). Default true.
+    pub use_amp: bool,
+    /// Seed of initialisation, shuffles and dropout. Default 42.
+    pub seed: u64,
+    /// Log training metrics every this many batches (and on each epoch's first). Default 50.
+    pub log_every: usize,
+    /// Print the evaluation table every this many epochs. Default 10.
+    pub eval_every: usize,
+    /// Save a checkpoint every this many epochs, and `best` on improvement; 0 = never. Default 0.
+    pub save_every: usize,
+    /// cpu, cuda or auto. Default auto.
+    pub device: DeviceChoice,
+    /// libtorch intra-op threads; 0 = libtorch's default. Default 0.
+    pub threads: usize,
+    /// When to compute the geometry metrics. Default eval.
+    pub geometry: GeometrySchedule,
+    /// Global steps at which the PCA of entity embeddings is recorded (the end of training
+    /// always is). Default empty.
+    pub pca_steps: Vec<u64>,
+    /// Draw the run's plots into `save_dir/plots` at the end. Default true.
+    pub plots: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data/composition_functor.10.10000.5"),
+            save_dir: PathBuf::from("runs/default"),
+            batch_size: 64,
+            epochs: 1000,
+            lr: 1e-4,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            optimizer: OptimizerKind::Adam,
+            use_amp: true,
+            seed: 42,
+            log_every: 50,
+            eval_every: 10,
+            save_every: 0,
+            device: DeviceChoice::Auto,
+            threads: 0,
+            geometry: GeometrySchedule::Eval,
+            pca_steps: Vec::new(),
+            plots: true,
+        }
+    }
+}
+
+/// Weights & Biases settings of the run (environment variables override them, see the
+/// `wandb-http` crate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WandbConfig {
+    /// Stream to W&B when `WANDB_API_KEY` is set. Default true.
+    pub use_wandb: bool,
+    /// W&B project. Default "emergent_analogy".
+    pub project: String,
+    /// Display name; none → `run_<unix time>`.
+    pub run_name: Option<String>,
+}
+
+impl Default for WandbConfig {
+    fn default() -> Self {
+        Self {
+            use_wandb: true,
+            project: "emergent_analogy".into(),
+            run_name: None,
+        }
+    }
+}
+
+/// The whole configuration of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Dataset generation parameters (used when `train.data_dir` holds no dataset).
+    pub data: DataConfig,
+    /// Model hyper-parameters.
+    pub model: ModelConfig,
+    /// Training hyper-parameters.
+    pub train: TrainConfig,
+    /// W&B settings.
+    pub wandb: WandbConfig,
+}
+
+const TABLES: [&str; 4] = ["data", "model", "train", "wandb"];
+
+impl RunConfig {
+    /// Reads a TOML file; unknown tables or keys are errors naming the file and key.
+    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|reason| TrainError::Config {
+            source_name: path.display().to_string(),
+            reason,
+        })
+    }
+
+    /// Parses TOML text; the error is the parser's message (which names the key).
+    pub fn from_toml_str(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The TOML text of the whole resolved configuration.
+    pub fn to_toml_string(&self) -> String {
+        // Serialising a tree of plain structs, strings and numbers cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Sets one flat key (`lr`, `d_model`, `num_entities`, …) from its text form, as a flag or a
+    /// sweep would: the text is read as a TOML value (`1e-3`, `true`, `[10, 100]`), or as a
+    /// string when it is not one. `section.key` is accepted too.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming `origin` and the key when the key is unknown or the value
+    /// has the wrong type or is out of range for it.
+    pub fn set(&mut self, key: &str, text: &str, origin: &str) -> Result<(), TrainError> {
+        let err = |reason: String| TrainError::Config {
+            source_name: origin.to_string(),
+            reason,
+        };
+        let mut tree = toml::Value::try_from(&*self).map_err(|e| err(e.to_string()))?;
+        let (table, name) = match key.split_once('.') {
+            Some((t, k)) if TABLES.contains(&t) => (t.to_string(), k.to_string()),
+            _ => {
+                let table = TABLES
+                    .iter()
+                    .find(|t| Self::table_keys(t).contains(&key))
+                    .ok_or_else(|| err(format!("unknown key `{key}`")))?;
+                (table.to_string(), key.to_string())
+            }
+        };
+        if !Self::table_keys(&table).contains(&name.as_str()) {
+            return Err(err(format!("unknown key `{table}.{name}`")));
+        }
+        let value = parse_value(text);
+        let section = tree
+            .get_mut(&table)
+            .and_then(|t| t.as_table_mut())
+            .ok_or_else(|| err(format!("missing table [{table}]")))?;
+        section.insert(name.clone(), value);
+        *self = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| err(format!("`{name}` = {text:?}: {}", e.message())))?;
+        Ok(())
+    }
+
+    /// Every key of a table, including optional ones that serialise to nothing when unset.
+    fn table_keys(table: &str) -> &'static [&'static str] {
+        match table {
+            "data" => &[
+                "num_entities",
+                "num_relations",
+                "sub_size",
+                "atomic_ood_ratio",
+                "compositional_ood_ratio",
+                "analogical_ood_ratio",
+                "include_f_inverse",
+                "duplicate_relation",
+                "seed",
+            ],
+            "model" => &[
+                "d_model",
+                "n_layer",
+                "n_head",
+                "dropout",
+                "max_len",
+                "rope_base",
+                "tie_weights",
+            ],
+            "train" => &[
+                "data_dir",
+                "save_dir",
+                "batch_size",
+                "epochs",
+                "lr",
+                "weight_decay",
+                "warmup_steps",
+                "optimizer",
+                "use_amp",
+                "seed",
+                "log_every",
+                "eval_every",
+                "save_every",
+                "device",
+                "threads",
+                "geometry",
+                "pca_steps",
+                "plots",
+            ],
+            "wandb" => &["use_wandb", "project", "run_name"],
+            _ => &[],
+        }
+    }
+
+    /// Checks every value, naming the key at fault.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |key: &str, reason: String| {
+            Err(TrainError::Config {
+                source_name: "config".into(),
+                reason: format!("`{key}` {reason}"),
+            })
+        };
+        self.data.validate().map_err(|e| TrainError::Config {
+            source_name: "config [data]".into(),
+            reason: e.to_string(),
+        })?;
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return bad("lr", format!("must be a positive number, got {}", t.lr));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                format!("must be ≥ 0, got {}", t.weight_decay),
+            );
+        }
+        if t.log_every == 0 {
+            return bad("log_every", "must be at least 1".into());
+        }
+        if t.eval_every == 0 {
+            return bad("eval_every", "must be at least 1".into());
+        }
+        if self.train.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty".into());
+        }
+        if self.train.save_dir.as_os_str().is_empty() {
+            return bad("save_dir", "must not be empty".into());
+        }
+        // The vocabulary size is not known yet; any positive one checks the rest.
+        self.model
+            .gpt(1)
+            .validate()
+            .map_err(|e| TrainError::Config {
+                source_name: "config [model]".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// The flat key → value map sent as the W&B run config (the original's flat keys).
+    pub fn flat(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        if let Ok(serde_json::Value::Object(tree)) = serde_json::to_value(self) {
+            for table in TABLES {
+                if let Some(serde_json::Value::Object(section)) = tree.get(table) {
+                    for (k, v) in section {
+                        // `seed` exists in [data] and [train]; the training seed keeps the plain
+                        // name as in the original, the generation seed gets a prefix.
+                        let key = if table == "data" && k == "seed" {
+                            "data_seed".to_string()
+                        } else {
+                            k.clone()
+                        };
+                        out.insert(key, v.clone());
+                    }
+                }
+            }
+        }
+        out.insert(
+            "sub_size".into(),
+            serde_json::json!(self.data.resolved_sub_size()),
+        );
+        out
+    }
+}
+
+/// Reads a flag's text as a TOML value, falling back to a string.
+fn parse_value(text: &str) -> toml::Value {
+    let wrapped = format!("v = {text}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(text.to_string())),
+        Err(_) => toml::Value::String(text.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_papers() {
+        let c = RunConfig::default();
+        assert_eq!(c.model.d_model, 128);
+        assert_eq!(c.train.batch_size, 64);
+        assert_eq!(c.train.epochs, 1000);
+        assert_eq!(c.train.lr, 1e-4);
+        assert_eq!(c.train.eval_every, 10);
+        assert_eq!(c.wandb.project, "emergent_analogy");
+        assert_eq!(c.model.rope_base, 100.0);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let mut c = RunConfig::default();
+        c.train.lr = 3e-3;
+        c.train.pca_steps = vec![10, 100];
+        c.wandb.run_name = Some("x".into());
+        c.data.num_entities = 20;
+        let back = RunConfig::from_toml_str(&c.to_toml_string()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn flat_keys_are_set_in_their_table() {
+        let mut c = RunConfig::default();
+        c.set("lr", "1e-3", "--lr").unwrap();
+        c.set("d_model", "64", "--d_model").unwrap();
+        c.set("num_entities", "20", "--num_entities").unwrap();
+        c.set("include_f_inverse", "true", "flag").unwrap();
+        c.set("data_dir", "some/dir", "flag").unwrap();
+        c.set("run_name", "abc", "flag").unwrap();
+        c.set("sub_size", "4", "flag").unwrap();
+        c.set("data.seed", "7", "flag").unwrap();
+        c.set("optimizer", "adamw", "flag").unwrap();
+        assert_eq!(c.train.lr, 1e-3);
+        assert_eq!(c.model.d_model, 64);
+        assert_eq!(c.data.num_entities, 20);
+        assert!(c.data.include_f_inverse);
+        assert_eq!(c.train.data_dir, PathBuf::from("some/dir"));
+        assert_eq!(c.wandb.run_name.as_deref(), Some("abc"));
+        assert_eq!(c.data.sub_size, Some(4));
+        assert_eq!(c.data.seed, 7);
+        assert_eq!(c.train.seed, 42);
+        assert_eq!(c.train.optimizer, OptimizerKind::Adamw);
+    }
+
+    #[test]
+    fn bad_keys_and_values_name_the_key() {
+        let mut c = RunConfig::default();
+        let e = c
+            .set("learning_rate", "1", "--learning_rate")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("learning_rate") && e.contains("--learning_rate"),
+            "{e}"
+        );
+        let e = c
+            .set("batch_size", "many", "--batch_size")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batch_size"), "{e}");
+        let e = c.set("device", "tpu", "--device").unwrap_err().to_string();
+        assert!(e.contains("device"), "{e}");
+        assert_eq!(
+            c,
+            RunConfig::default(),
+            "a failed set leaves the config unchanged"
+        );
+        let e = RunConfig::from_toml_str("[train]\nlearning_rate = 1\n").unwrap_err();
+        assert!(e.contains("learning_rate"), "{e}");
+        c.train.lr = -1.0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`lr`"), "{e}");
+        let mut c = RunConfig::default();
+        c.model.n_head = 3;
+        assert!(c.validate().unwrap_err().to_string().contains("n_head"));
+    }
+
+    #[test]
+    fn flat_map_has_the_original_keys() {
+        let flat = RunConfig::default().flat();
+        for key in [
+            "lr",
+            "batch_size",
+            "d_model",
+            "n_layer",
+            "num_entities",
+            "num_relations",
+            "epochs",
+            "seed",
+            "data_seed",
+            "sub_size",
+        ] {
+            assert!(flat.contains_key(key), "{key} missing");
+        }
+        assert_eq!(flat["sub_size"], serde_json::json!(5));
+    }
+}

@@ -1,0 +1,154 @@
+//! Evaluation: last-token CE, PPL, ACC, PROB and N per fact type, and their macro averages.
+//!
+//! All test rows go through the model in as few forward passes as memory allows (chunks whose
+//! `[rows, V]` logits stay under [`MAX_LOGIT_ELEMENTS`]); per-row results are summed per type on
+//! the device, and the only host synchronisation is the final read of a `[7, 3]` table.
+
+use std::collections::BTreeMap;
+
+use gpt_rope::Gpt;
+use kg_data::FactType;
+use tch::{Kind, Tensor};
+
+use crate::TrainError;
+use crate::data::Split;
+
+/// Upper bound on the elements of one chunk's logits (256 MiB of float32).
+pub const MAX_LOGIT_ELEMENTS: i64 = 1 << 26;
+
+/// The metrics of one fact type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TypeMetrics {
+    /// Mean last-token cross-entropy.
+    pub ce: f64,
+    /// `exp(min(ce, 20))`.
+    pub ppl: f64,
+    /// Share of rows whose argmax is the answer.
+    pub acc: f64,
+    /// Mean softmax probability of the answer.
+    pub prob: f64,
+    /// Rows.
+    pub n: usize,
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalReport {
+    /// Metrics of every type present (N > 0).
+    pub per_type: BTreeMap<FactType, TypeMetrics>,
+    /// Mean CE over the types present.
+    pub macro_ce: f64,
+    /// Mean ACC over the types present.
+    pub macro_acc: f64,
+}
+
+impl EvalReport {
+    /// The metric keys and values of SPEC §3 (`val/macro/CE`, `val_CE/<type>`, …).
+    pub fn to_row(&self) -> Vec<(String, f64)> {
+        let mut row = vec![
+            ("val/macro/CE".to_string(), self.macro_ce),
+            ("val/macro/ACC".to_string(), self.macro_acc),
+        ];
+        for (kind, m) in &self.per_type {
+            let t = kind.as_str();
+            row.push((format!("val_CE/{t}"), m.ce));
+            row.push((format!("val_PPL/{t}"), m.ppl));
+            row.push((format!("val_ACC/{t}"), m.acc));
+            row.push((format!("val_PROB/{t}"), m.prob));
+            row.push((format!("val_N/{t}"), m.n as f64));
+        }
+        row
+    }
+
+    /// The table printed every `eval_every` epochs.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<24} {:>9} {:>11} {:>7} {:>7} {:>6}\n",
+            "type", "CE", "PPL", "ACC", "PROB", "N"
+        );
+        for (kind, m) in &self.per_type {
+            out.push_str(&format!(
+                "{:<24} {:>9.4} {:>11.3} {:>7.3} {:>7.3} {:>6}\n",
+                kind.as_str(),
+                m.ce,
+                m.ppl,
+                m.acc,
+                m.prob,
+                m.n
+            ));
+        }
+        out.push_str(&format!(
+            "{:<24} {:>9.4} {:>11} {:>7.3}\n",
+            "macro", self.macro_ce, "", self.macro_acc
+        ));
+        out
+    }
+}
+
+/// Per-row loss, correctness and probability of the answer for `logits` `[b, v]` and `answers`
+/// `[b]`: returns `[b, 3]` float32 columns (CE, ACC ∈ {0, 1}, PROB).
+pub fn row_metrics(logits: &Tensor, answers: &Tensor) -> Tensor {
+    let logp = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float); // (b, v)
+    let target_logp = logp.gather(1, &answers.unsqueeze(1), false).squeeze_dim(1); // (b)
+    let correct = logits
+        .argmax(-1, false)
+        .eq_tensor(answers)
+        .to_kind(Kind::Float); // (b)
+    Tensor::stack(&[target_logp.neg(), correct, target_logp.exp()], 1) // (b, 3)
+}
+
+/// Evaluates `model` on every row of `split`.
+pub fn evaluate(model: &Gpt, split: &Split) -> Result<EvalReport, TrainError> {
+    let sums = tch::no_grad(|| -> Result<Tensor, TrainError> {
+        let device = split.ids.device();
+        let v = model.config().vocab_size.max(1);
+        let chunk = (MAX_LOGIT_ELEMENTS / v).max(1);
+        let mut sums = Tensor::zeros([7, 3], (Kind::Float, device)); // (types, [ce, acc, prob])
+        let mut start = 0i64;
+        while start < split.n as i64 {
+            let len = chunk.min(split.n as i64 - start);
+            let ids = split.ids.narrow(0, start, len);
+            let pad = split.pad.narrow(0, start, len);
+            let positions = split.positions.narrow(0, start, len);
+            let logits = model.forward_at(&ids, Some(&pad), &positions, false)?; // (len, v)
+            let rows = row_metrics(&logits, &split.answers.narrow(0, start, len)); // (len, 3)
+            let _ = sums.f_index_add_(0, &split.kinds.narrow(0, start, len), &rows)?;
+            start += len;
+        }
+        Ok(sums)
+    })?;
+    // The one host synchronisation of an evaluation.
+    let sums: Vec<f32> = Vec::try_from(sums.to_device(tch::Device::Cpu).flatten(0, -1))
+        .map_err(|e| TrainError::Optimizer(format!("reading evaluation sums: {e}")))?;
+    Ok(report_from_sums(&sums, &split.counts))
+}
+
+/// Turns per-type sums (`[7 × 3]` row-major: CE, ACC, PROB) and counts into the report.
+pub fn report_from_sums(sums: &[f32], counts: &[usize; 7]) -> EvalReport {
+    let mut per_type = BTreeMap::new();
+    for (i, &kind) in FactType::ALL.iter().enumerate() {
+        let n = counts[i];
+        if n == 0 {
+            continue;
+        }
+        let ce = f64::from(sums[3 * i]) / n as f64;
+        per_type.insert(
+            kind,
+            TypeMetrics {
+                ce,
+                ppl: ce.min(20.0).exp(),
+                acc: f64::from(sums[3 * i + 1]) / n as f64,
+                prob: f64::from(sums[3 * i + 2]) / n as f64,
+                n,
+            },
+        );
+    }
+    let k = per_type.len().max(1) as f64;
+    let macro_ce = per_type.values().map(|m| m.ce).sum::<f64>() / k;
+    let macro_acc = per_type.values().map(|m| m.acc).sum::<f64>() / k;
+    EvalReport {
+        per_type,
+        macro_ce,
+        macro_acc,
+    }
+}

@@ -1,0 +1,228 @@
+//! Where logged rows go: a [`MetricsSink`] trait with the local JSON-lines file (always on), a
+//! W&B backend and a null one.
+//!
+//! A row is a flat map of metric names to numbers, logged at a global step. The local file is
+//! the source of truth: it is written whatever happens to W&B.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::TrainError;
+
+/// A logged row: metric name → value.
+pub type Row = Map<String, Value>;
+
+/// A destination for logged rows.
+pub trait MetricsSink {
+    /// Records `row` at `step`. Must not block training for long.
+    fn log(&mut self, step: u64, row: &Row);
+    /// Makes what was logged durable (called at the end of every epoch).
+    fn flush(&mut self) {}
+    /// Ends the run with a process-style exit code (0 = finished).
+    fn finish(&mut self, _exit_code: i32) {}
+}
+
+/// Discards everything.
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl MetricsSink for NullSink {
+    fn log(&mut self, _step: u64, _row: &Row) {}
+}
+
+/// Appends one JSON object per row to `metrics.jsonl`. Non-finite numbers are written as `null`
+/// (JSON has no NaN).
+#[derive(Debug)]
+pub struct JsonlSink {
+    path: PathBuf,
+    out: BufWriter<File>,
+    failed: bool,
+}
+
+impl JsonlSink {
+    /// Opens `path` for appending (creating it).
+    pub fn open(path: &Path) -> Result<Self, TrainError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| TrainError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            failed: false,
+        })
+    }
+
+    /// Keeps only the rows whose `global_step` is at most `step` (used when resuming from a
+    /// checkpoint taken at `step`, so that the rows of the lost tail are written once).
+    pub fn truncate_after(path: &Path, step: u64) -> Result<usize, TrainError> {
+        if !path.exists() {
+            return Ok(0);
+        }
+        let io = |source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let reader = BufReader::new(File::open(path).map_err(io)?);
+        let mut kept = String::new();
+        let mut n = 0;
+        for (i, line) in reader.lines().enumerate() {
+            let line = line.map_err(io)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row: Value = serde_json::from_str(&line).map_err(|e| {
+                TrainError::Checkpoint(format!(
+                    "{}: line {}: not a JSON object: {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
+            if row
+                .get("global_step")
+                .and_then(Value::as_u64)
+                .is_some_and(|s| s <= step)
+            {
+                kept.push_str(&line);
+                kept.push('\n');
+                n += 1;
+            }
+        }
+        crate::checkpoint::write_atomic(path, kept.as_bytes())?;
+        Ok(n)
+    }
+}
+
+impl MetricsSink for JsonlSink {
+    fn log(&mut self, _step: u64, row: &Row) {
+        if self.failed {
+            return;
+        }
+        // A map of strings to numbers always serialises.
+        let line = serde_json::to_string(row).unwrap_or_default();
+        if let Err(e) = writeln!(self.out, "{line}") {
+            tracing::error!(
+                "writing {}: {e}; local metrics stop here",
+                self.path.display()
+            );
+            self.failed = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            tracing::error!("flushing {}: {e}", self.path.display());
+        }
+    }
+
+    fn finish(&mut self, _exit_code: i32) {
+        self.flush();
+    }
+}
+
+/// Sends rows to a W&B run (see the `wandb-http` crate); never blocks training.
+pub struct WandbSink {
+    run: Option<wandb_http::Run>,
+}
+
+impl std::fmt::Debug for WandbSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WandbSink")
+            .field("active", &self.run.is_some())
+            .finish()
+    }
+}
+
+impl WandbSink {
+    /// Wraps a started run.
+    pub fn new(run: wandb_http::Run) -> Self {
+        Self { run: Some(run) }
+    }
+
+    /// The run's page, once the server has answered.
+    pub fn url(&self) -> Option<String> {
+        self.run.as_ref().and_then(|r| r.url())
+    }
+}
+
+impl MetricsSink for WandbSink {
+    fn log(&mut self, step: u64, row: &Row) {
+        if let Some(run) = &self.run {
+            run.log(step, row.clone());
+        }
+    }
+
+    fn finish(&mut self, exit_code: i32) {
+        if let Some(run) = self.run.take() {
+            let url = run.url();
+            let report = run.finish(exit_code, std::time::Duration::from_secs(30));
+            tracing::info!(
+                "W&B: {} of {} history rows delivered, summary {}",
+                report.rows_delivered,
+                report.rows,
+                if report.summary_delivered {
+                    "delivered"
+                } else {
+                    "not delivered"
+                }
+            );
+            if let Some(url) = url {
+                eprintln!("W&B run: {url}");
+            }
+        }
+    }
+}
+
+/// Several sinks behind one.
+#[derive(Default)]
+pub struct Sinks(pub Vec<Box<dyn MetricsSink>>);
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sinks({})", self.0.len())
+    }
+}
+
+impl MetricsSink for Sinks {
+    fn log(&mut self, step: u64, row: &Row) {
+        for s in &mut self.0 {
+            s.log(step, row);
+        }
+    }
+
+    fn flush(&mut self) {
+        for s in &mut self.0 {
+            s.flush();
+        }
+    }
+
+    fn finish(&mut self, exit_code: i32) {
+        for s in &mut self.0 {
+            s.finish(exit_code);
+        }
+    }
+}
+
+/// Builds a row from (key, value) pairs plus `global_step` (and `epoch` when given); non-finite
+/// values become `null`.
+pub fn row(global_step: u64, epoch: Option<usize>, values: &[(String, f64)]) -> Row {
+    let mut r = Row::new();
+    r.insert("global_step".into(), Value::from(global_step));
+    if let Some(e) = epoch {
+        r.insert("epoch".into(), Value::from(e));
+    }
+    for (k, v) in values {
+        r.insert(
+            k.clone(),
+            serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number),
+        );
+    }
+    r
+}

@@ -1,0 +1,449 @@
+//! The training loop of SPEC §3, read top to bottom: set up (device, data, model, optimiser,
+//! run directory, resume), then epochs of shuffled batches with the last-token loss, an
+//! evaluation after every epoch, logging, checkpoints, and a clean end.
+//!
+//! Host synchronisations: one per logged batch (every `log_every` steps and each epoch's first),
+//! one at each epoch's end (the epoch loss, which also catches a non-finite loss), and one per
+//! evaluation. Everything else stays on the device.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use gpt_rope::{Gpt, last_token_loss};
+use kg_data::{Dataset, Sampler};
+use tch::{Device, Kind, Tensor, nn::VarStore};
+
+use crate::TrainError;
+use crate::analysis::{Analysis, GeometryClock};
+use crate::checkpoint::{self, Sidecar};
+use crate::config::{DeviceChoice, RunConfig};
+use crate::data::DeviceData;
+use crate::eval::{EvalReport, evaluate, row_metrics};
+use crate::optim::{Adam, AdamConfig, GradScaler, lr_at};
+use crate::sink::{JsonlSink, MetricsSink, Row, Sinks, row};
+
+/// Name of the checkpoint written at the end of every run and read by `--resume`.
+pub const LAST: &str = "last";
+/// Name of the checkpoint of the best macro CE.
+pub const BEST: &str = "best";
+
+/// How a run is started.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Continue the run in `save_dir` from its `last` checkpoint.
+    pub resume: bool,
+    /// Set from another thread (Ctrl-C) to stop after the current batch.
+    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Sinks besides the local `metrics.jsonl` (W&B).
+    pub extra_sinks: Vec<Box<dyn MetricsSink>>,
+    /// No evaluation tables on stdout.
+    pub quiet: bool,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("resume", &self.resume)
+            .field("quiet", &self.quiet)
+            .finish()
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The run directory.
+    pub save_dir: PathBuf,
+    /// Completed epochs.
+    pub epochs: usize,
+    /// Optimiser steps.
+    pub global_step: u64,
+    /// The last evaluation.
+    pub final_eval: Option<EvalReport>,
+    /// Seconds spent in training steps (this invocation).
+    pub train_seconds: f64,
+    /// Seconds spent in evaluations (this invocation).
+    pub eval_seconds: f64,
+    /// Seconds spent in geometry tracking (this invocation).
+    pub geometry_seconds: f64,
+    /// Optimiser steps taken by this invocation.
+    pub steps_this_run: u64,
+    /// Epochs run by this invocation.
+    pub epochs_this_run: usize,
+}
+
+/// Resolves the device choice.
+pub fn select_device(choice: DeviceChoice) -> Result<Device, TrainError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Cuda => Err(TrainError::Config {
+            source_name: "device".into(),
+            reason: "`device = cuda` but libtorch sees no CUDA device".into(),
+        }),
+    }
+}
+
+/// Loads the dataset of `cfg.train.data_dir`, generating it from `cfg.data` first when the
+/// directory holds none.
+pub fn load_or_generate(cfg: &RunConfig) -> Result<Dataset, TrainError> {
+    let dir = &cfg.train.data_dir;
+    if Dataset::exists(dir) {
+        return Ok(Dataset::load(dir)?);
+    }
+    tracing::info!(
+        "no dataset in {}; generating one from the [data] parameters",
+        dir.display()
+    );
+    let ds = kg_data::generate(&cfg.data)?;
+    ds.save(dir)?;
+    Ok(ds)
+}
+
+/// A seed for (`seed`, `stream`) pairs: SplitMix64 of their combination, so that every epoch
+/// has its own shuffle and dropout stream, reproducible on resume.
+pub fn mix_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The visiting order of `n` training rows in epoch `epoch` (1-based).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    Sampler::new(mix_seed(seed, epoch as u64)).shuffle(&mut order);
+    order
+}
+
+/// Trains according to `cfg` (already validated or not: it is validated here).
+///
+/// # Errors
+/// Configuration, data, I/O and checkpoint errors; [`TrainError::NonFinite`] when the loss
+/// stops being finite (the last good checkpoint is kept); [`TrainError::Interrupted`] when the
+/// interrupt flag was raised (a `last` checkpoint is written first, so the run can resume).
+pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainError> {
+    cfg.validate()?;
+    let device = select_device(cfg.train.device)?;
+    if cfg.train.threads > 0 {
+        tch::set_num_threads(cfg.train.threads as i32);
+    }
+    let save_dir = cfg.train.save_dir.clone();
+    std::fs::create_dir_all(&save_dir).map_err(|source| TrainError::Io {
+        path: save_dir.clone(),
+        source,
+    })?;
+
+    let ds = load_or_generate(&cfg)?;
+    let data = DeviceData::new(&ds, device);
+    if data.train.n == 0 {
+        return Err(TrainError::Data(kg_data::DataError::File {
+            file: cfg.train.data_dir.join("train.json"),
+            reason: "no training rows".into(),
+        }));
+    }
+    let vocab_size = ds.vocab.len() as i64;
+
+    tch::manual_seed(cfg.train.seed as i64);
+    let vs = VarStore::new(device);
+    let model = Gpt::new(&vs.root(), &cfg.model.gpt(vocab_size))?;
+    let mut opt = Adam::new(
+        named_params(&vs),
+        AdamConfig::new(cfg.train.optimizer, cfg.train.weight_decay),
+    );
+    let amp = cfg.train.use_amp && device.is_cuda();
+    let mut scaler = amp.then(|| GradScaler::new(device));
+
+    let metrics_path = save_dir.join("metrics.jsonl");
+    let (mut epoch, mut global_step, mut best) = (0usize, 0u64, None::<f64>);
+    if opts.resume {
+        let dir = checkpoint::path(&save_dir, LAST);
+        let loaded = checkpoint::load(&dir)?;
+        check_resumable(&loaded.sidecar, &cfg, &ds, &dir)?;
+        checkpoint::restore_params(&vs, &loaded.params, &dir)?;
+        opt.load_state(&loaded.optimizer)?;
+        (epoch, global_step, best) = (
+            loaded.sidecar.epoch,
+            loaded.sidecar.global_step,
+            loaded.sidecar.best_macro_ce,
+        );
+        let kept = JsonlSink::truncate_after(&metrics_path, global_step)?;
+        tracing::info!(
+            "resuming {} at epoch {epoch}, step {global_step} ({kept} metric rows kept)",
+            save_dir.display()
+        );
+    } else if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path).map_err(|source| TrainError::Io {
+            path: metrics_path.clone(),
+            source,
+        })?;
+    }
+    checkpoint::write_atomic(
+        &save_dir.join("config.toml"),
+        cfg.to_toml_string().as_bytes(),
+    )?;
+
+    let mut sinks = Sinks(vec![Box::new(JsonlSink::open(&metrics_path)?)]);
+    sinks.0.append(&mut opts.extra_sinks);
+    let analysis = Analysis::new(&ds, &save_dir, device)?;
+    let mut clock = GeometryClock::new(
+        cfg.train.geometry,
+        cfg.train.eval_every,
+        &cfg.train.pca_steps,
+    );
+
+    let mut state = LoopState {
+        cfg: &cfg,
+        vs: &vs,
+        vocab: ds.vocab.tokens().to_vec(),
+        epoch,
+        global_step,
+        best,
+        summary: RunSummary {
+            save_dir: save_dir.clone(),
+            epochs: epoch,
+            global_step,
+            final_eval: None,
+            train_seconds: 0.0,
+            eval_seconds: 0.0,
+            geometry_seconds: 0.0,
+            steps_this_run: 0,
+            epochs_this_run: 0,
+        },
+    };
+    let outcome = train_epochs(
+        &mut state,
+        &model,
+        &mut opt,
+        scaler.as_mut(),
+        &data,
+        &analysis,
+        &mut clock,
+        &mut sinks,
+        &opts,
+    );
+    let exit_code = match &outcome {
+        Ok(()) => 0,
+        Err(TrainError::Interrupted) => 130,
+        Err(_) => 1,
+    };
+    // A non-finite loss leaves the weights unusable: keep the last good checkpoint instead.
+    if !matches!(outcome, Err(TrainError::NonFinite { .. })) {
+        state.save(LAST, &opt)?;
+    }
+    if outcome.is_ok() {
+        if let Err(e) = analysis.record_pca(&model, state.global_step) {
+            tracing::warn!("final PCA not recorded: {e}");
+        }
+    }
+    sinks.finish(exit_code);
+    if cfg.train.plots {
+        match plots::write_run_plots(&save_dir) {
+            Ok(files) => tracing::info!(
+                "{} plot files in {}",
+                files.len(),
+                save_dir.join("plots").display()
+            ),
+            Err(e) => tracing::warn!("plots not written: {e}"),
+        }
+    }
+    outcome.map(|()| state.summary)
+}
+
+/// Mutable bookkeeping of the loop.
+struct LoopState<'a> {
+    cfg: &'a RunConfig,
+    vs: &'a VarStore,
+    vocab: Vec<String>,
+    epoch: usize,
+    global_step: u64,
+    best: Option<f64>,
+    summary: RunSummary,
+}
+
+impl LoopState<'_> {
+    fn save(&self, name: &str, opt: &Adam) -> Result<(), TrainError> {
+        let sidecar = Sidecar {
+            format_version: checkpoint::CHECKPOINT_FORMAT,
+            config: self.cfg.clone(),
+            vocab: self.vocab.clone(),
+            epoch: self.epoch,
+            global_step: self.global_step,
+            best_macro_ce: self.best,
+        };
+        checkpoint::save(
+            &checkpoint::path(&self.cfg.train.save_dir, name),
+            &named_params(self.vs),
+            &opt.state(),
+            &sidecar,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_epochs(
+    st: &mut LoopState<'_>,
+    model: &Gpt,
+    opt: &mut Adam,
+    mut scaler: Option<&mut GradScaler>,
+    data: &DeviceData,
+    analysis: &Analysis,
+    clock: &mut GeometryClock,
+    sinks: &mut Sinks,
+    opts: &RunOptions,
+) -> Result<(), TrainError> {
+    let cfg = st.cfg;
+    let t = &cfg.train;
+    let device = data.train.ids.device();
+    let n = data.train.n;
+    let interrupted = || {
+        opts.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    };
+    while st.epoch < t.epochs {
+        let epoch = st.epoch + 1;
+        let started = Instant::now();
+        // Dropout masks of this epoch come from their own stream, so a resumed run draws the same.
+        tch::manual_seed(mix_seed(t.seed, 1 << 32 | epoch as u64) as i64);
+        let order = Tensor::from_slice(&epoch_order(n, t.seed, epoch)).to_device(device);
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+        let mut batches = 0i64;
+        for (bi, start) in (0..n).step_by(t.batch_size).enumerate() {
+            if interrupted() {
+                return Err(TrainError::Interrupted);
+            }
+            let len = t.batch_size.min(n - start) as i64;
+            let (ids, pad, positions, answers) =
+                data.train.gather(&order.narrow(0, start as i64, len));
+            let logits = tch::autocast(scaler.is_some(), || {
+                model.forward_at(&ids, Some(&pad), &positions, true)
+            })?;
+            let loss = last_token_loss(&logits, &answers);
+            opt.zero_grad();
+            match scaler.as_deref_mut() {
+                Some(s) => s.scale_loss(&loss).backward(),
+                None => loss.backward(),
+            }
+            st.global_step += 1;
+            let lr = lr_at(t.lr, t.warmup_steps, st.global_step);
+            opt.step_scaled(lr, scaler.as_deref_mut())?;
+            loss_sum += loss.detach();
+            batches += 1;
+            if bi == 0 || st.global_step % t.log_every as u64 == 0 {
+                let m = tch::no_grad(|| {
+                    row_metrics(&logits.detach(), &answers).mean_dim(0, false, Kind::Float)
+                });
+                let m: Vec<f32> =
+                    Vec::try_from(m.to_device(Device::Cpu)).map_err(TrainError::from)?;
+                let values = [
+                    ("train/CE_last".to_string(), f64::from(m[0])),
+                    ("train/ACC_last".to_string(), f64::from(m[1])),
+                    ("train/PROB_last".to_string(), f64::from(m[2])),
+                    ("lr".to_string(), lr),
+                ];
+                sinks.log(st.global_step, &row(st.global_step, None, &values));
+            }
+        }
+        let ce_epoch = (loss_sum / batches as f64).double_value(&[]);
+        st.summary.train_seconds += started.elapsed().as_secs_f64();
+        st.summary.steps_this_run += batches as u64;
+        if !ce_epoch.is_finite() {
+            sinks.flush();
+            return Err(TrainError::NonFinite {
+                epoch,
+                global_step: st.global_step,
+                value: ce_epoch,
+            });
+        }
+        st.epoch = epoch;
+        st.summary.epochs = epoch;
+        st.summary.global_step = st.global_step;
+        st.summary.epochs_this_run += 1;
+
+        let eval_started = Instant::now();
+        let report = evaluate(model, &data.test)?;
+        st.summary.eval_seconds += eval_started.elapsed().as_secs_f64();
+        let mut values = vec![("train/CE_epoch".to_string(), ce_epoch)];
+        values.extend(report.to_row());
+        if clock.geometry_due(epoch, st.global_step) {
+            let geo_started = Instant::now();
+            values.extend(analysis.geometry(model)?);
+            if clock.pca_due(st.global_step) {
+                analysis.record_pca(model, st.global_step)?;
+            }
+            st.summary.geometry_seconds += geo_started.elapsed().as_secs_f64();
+        } else if clock.pca_due(st.global_step) {
+            analysis.record_pca(model, st.global_step)?;
+        }
+        let epoch_row: Row = row(st.global_step, Some(epoch), &values);
+        sinks.log(st.global_step, &epoch_row);
+        sinks.flush();
+
+        let last_epoch = epoch == t.epochs;
+        if !opts.quiet && (epoch % t.eval_every == 0 || last_epoch) {
+            println!(
+                "epoch {epoch}/{} step {} train CE {ce_epoch:.4}\n{}",
+                t.epochs,
+                st.global_step,
+                report.table()
+            );
+        }
+        let improved = st.best.is_none_or(|b| report.macro_ce < b);
+        if improved {
+            st.best = Some(report.macro_ce);
+        }
+        if t.save_every > 0 {
+            if epoch % t.save_every == 0 {
+                st.save(&format!("epoch{epoch:03}"), opt)?;
+            }
+            if improved {
+                st.save(BEST, opt)?;
+            }
+        }
+        st.summary.final_eval = Some(report);
+    }
+    Ok(())
+}
+
+/// The model's variables by name, in a stable (sorted) order.
+pub fn named_params(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
+/// A run can resume only with the same model, optimiser and data as its checkpoint.
+fn check_resumable(
+    sidecar: &Sidecar,
+    cfg: &RunConfig,
+    ds: &Dataset,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    let then = &sidecar.config;
+    let mismatch = |what: &str| {
+        Err(TrainError::Checkpoint(format!(
+            "{}: cannot resume: `{what}` differs from the checkpoint's configuration",
+            dir.display()
+        )))
+    };
+    if then.model != cfg.model {
+        return mismatch("[model]");
+    }
+    if then.train.seed != cfg.train.seed {
+        return mismatch("seed");
+    }
+    if then.train.batch_size != cfg.train.batch_size {
+        return mismatch("batch_size");
+    }
+    if then.train.optimizer != cfg.train.optimizer {
+        return mismatch("optimizer");
+    }
+    if sidecar.vocab != ds.vocab.tokens() {
+        return mismatch("vocabulary (data_dir)");
+    }
+    Ok(())
+}
