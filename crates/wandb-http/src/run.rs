@@ -63,8 +63,9 @@ pub struct FinishReport {
     pub url: Option<String>,
     /// Calls to [`Run::log`].
     pub log_calls: u64,
-    /// Log calls dropped because the queue to the background thread was full.
-    pub dropped_queue_full: u64,
+    /// Log calls dropped before reaching the background thread: its queue was full, or streaming
+    /// had already stopped.
+    pub dropped_not_queued: u64,
     /// Log calls dropped because their step was lower than the open row's.
     pub dropped_stale_step: u64,
     /// Log calls the background thread never processed (it gave up or the deadline passed first).
@@ -89,7 +90,7 @@ pub struct FinishReport {
 #[derive(Debug, Default)]
 struct Shared {
     log_calls: AtomicU64,
-    dropped_queue_full: AtomicU64,
+    dropped_not_queued: AtomicU64,
     dropped_stale_step: AtomicU64,
     logs_processed: AtomicU64,
     rows: AtomicU64,
@@ -104,16 +105,16 @@ struct Shared {
 impl Shared {
     fn report(&self, timed_out: bool) -> FinishReport {
         let log_calls = self.log_calls.load(Ordering::SeqCst);
-        let dropped_queue_full = self.dropped_queue_full.load(Ordering::SeqCst);
+        let dropped_not_queued = self.dropped_not_queued.load(Ordering::SeqCst);
         let processed = self.logs_processed.load(Ordering::SeqCst);
         let rows = self.rows.load(Ordering::SeqCst);
         let rows_delivered = self.rows_delivered.load(Ordering::SeqCst);
         FinishReport {
             url: self.info.get().map(|i| i.url.clone()),
             log_calls,
-            dropped_queue_full,
+            dropped_not_queued,
             dropped_stale_step: self.dropped_stale_step.load(Ordering::SeqCst),
-            logs_unprocessed: log_calls.saturating_sub(dropped_queue_full + processed),
+            logs_unprocessed: log_calls.saturating_sub(dropped_not_queued + processed),
             rows,
             rows_delivered,
             rows_lost: rows.saturating_sub(rows_delivered),
@@ -283,7 +284,7 @@ impl Run {
             Err(TrySendError::Full(_)) => {
                 let n = self
                     .shared
-                    .dropped_queue_full
+                    .dropped_not_queued
                     .fetch_add(1, Ordering::Relaxed);
                 if n == 0 {
                     tracing::warn!("W&B queue full; dropping rows until it drains");
@@ -292,7 +293,7 @@ impl Run {
             // The thread gave up; it already warned once.
             Err(TrySendError::Disconnected(_)) => {
                 self.shared
-                    .dropped_queue_full
+                    .dropped_not_queued
                     .fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -543,3 +543,43 @@ fn settings_that_are_not_online_do_not_start() {
     ));
     assert!(server.record().requests.is_empty());
 }
+
+#[test]
+fn credentials_never_follow_a_redirect_to_another_host() {
+    let elsewhere = FakeServer::start(Behaviour::default());
+    let server = FakeServer::start(Behaviour {
+        graphql_faults: VecDeque::from([Fault::Redirect(format!("{}/graphql", elsewhere.url()))]),
+        ..Behaviour::default()
+    });
+    match Run::start_with(settings(&server.url(), &[]), config(), fast_options()) {
+        Err(WandbError::Status { status, .. }) => assert_eq!(status, 307),
+        Err(e) => panic!("expected the redirect to be refused, got {e}"),
+        Ok(_) => panic!("expected the redirect to be refused, got a run"),
+    }
+    assert!(
+        elsewhere.record().requests.is_empty(),
+        "the other host was contacted"
+    );
+}
+
+#[test]
+fn run_handle_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Run>();
+    let server = FakeServer::start(Behaviour::default());
+    let run =
+        Run::start_with(settings(&server.url(), &[]), config(), fast_options()).expect("start");
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let run = &run;
+            scope.spawn(move || run.log(t, metric("x", t as f64)));
+        }
+    });
+    let report = run.finish(0, Duration::from_secs(10));
+    assert_eq!(report.log_calls, 4);
+    assert_eq!(
+        report.rows_delivered + report.dropped_stale_step,
+        4,
+        "{report:?}"
+    );
+}

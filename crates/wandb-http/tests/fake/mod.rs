@@ -19,6 +19,8 @@ pub enum Fault {
     Status(u16, Option<&'static str>),
     /// Read the request, then hold the connection open without answering.
     Hang(Duration),
+    /// Answer 307 with this `Location`.
+    Redirect(String),
 }
 
 /// How the server behaves.
@@ -192,6 +194,19 @@ fn serve(stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
                 .requests
                 .push(seen(status));
             return respond(stream, status, retry_after, r#"{"error":"injected"}"#);
+        }
+        Some(Fault::Redirect(location)) => {
+            ctx.record
+                .lock()
+                .expect("record lock")
+                .requests
+                .push(seen(307));
+            let head = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let mut stream = stream;
+            stream.write_all(head.as_bytes())?;
+            return stream.flush();
         }
         None => {}
     }
