@@ -1,1 +1,357 @@
-fn main() {}
+//! `train`: trains the GPT-RoPE model on a knowledge-graph dataset.
+//!
+//! Glue only: parse flags, resolve the configuration (environment > flags > config file >
+//! defaults), start W&B when it is on, call [`trainer::run`], report.
+//!
+//! Every configuration key is also a flag (`--lr 1e-3`, `--lr=1e-3`, `--d_model=256`,
+//! `--num-entities 20`), so the program works as the command of a W&B sweep agent.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use trainer::{RunConfig, RunOptions, TrainError};
+
+/// Trains the paper's toy model: a GPT-2-like transformer with rotary embeddings on a synthetic
+/// knowledge graph with a functor between two isomorphic categories.
+///
+/// Any configuration key can be given as a flag, e.g. `--num_entities 20 --n_layer 2`
+/// (see `configs/default.toml` for the keys).
+#[derive(Debug, Parser)]
+#[command(name = "train", version)]
+struct Cli {
+    /// TOML configuration file ([data], [model], [train], [wandb] tables).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint (its config.toml is the base;
+    /// flags such as --epochs still apply).
+    #[arg(long, value_name = "SAVE_DIR")]
+    resume: Option<PathBuf>,
+    /// Dataset directory (generated from [data] when it holds no dataset).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Run directory: config, metrics, checkpoints, plots.
+    #[arg(long)]
+    save_dir: Option<String>,
+    /// Passes over the training set.
+    #[arg(long)]
+    epochs: Option<String>,
+    /// Rows per optimiser step.
+    #[arg(long)]
+    batch_size: Option<String>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<String>,
+    /// Weight decay (coupled L2 for adam, decoupled for adamw).
+    #[arg(long)]
+    weight_decay: Option<String>,
+    /// Seed of initialisation, shuffles and dropout.
+    #[arg(long)]
+    seed: Option<String>,
+    /// Model width.
+    #[arg(long)]
+    d_model: Option<String>,
+    /// Transformer blocks.
+    #[arg(long)]
+    n_layer: Option<String>,
+    /// Attention heads.
+    #[arg(long)]
+    n_head: Option<String>,
+    /// Linear warm-up steps.
+    #[arg(long)]
+    warmup_steps: Option<String>,
+    /// Print the evaluation table every N epochs.
+    #[arg(long)]
+    eval_every: Option<String>,
+    /// Checkpoint every N epochs (0 = never).
+    #[arg(long)]
+    save_every: Option<String>,
+    /// cpu, cuda or auto.
+    #[arg(long)]
+    device: Option<String>,
+    /// Do not log to Weights & Biases.
+    #[arg(long)]
+    no_wandb: bool,
+    /// W&B project (WANDB_PROJECT wins).
+    #[arg(long)]
+    wandb_project: Option<String>,
+    /// W&B run name (WANDB_RUN_NAME / WANDB_NAME win).
+    #[arg(long)]
+    wandb_run: Option<String>,
+    /// Any other configuration key, as KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the resolved configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// No evaluation tables on stdout.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Flags that clap knows by name; every other `--key` that is a configuration key becomes
+/// `--set key=value`.
+const EXPLICIT: &[&str] = &[
+    "config",
+    "resume",
+    "data_dir",
+    "save_dir",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "seed",
+    "d_model",
+    "n_layer",
+    "n_head",
+    "warmup_steps",
+    "eval_every",
+    "save_every",
+    "device",
+    "no_wandb",
+    "wandb_project",
+    "wandb_run",
+    "set",
+    "print_config",
+    "quiet",
+    "help",
+    "version",
+];
+
+/// Normalises `--kebab-case` to `--snake_case` and turns generic config keys into `--set`.
+fn rewrite_args(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    while let Some(arg) = iter.next() {
+        let Some(text) = arg
+            .to_str()
+            .and_then(|s| s.strip_prefix("--"))
+            .map(str::to_owned)
+        else {
+            out.push(arg);
+            continue;
+        };
+        let (name, value) = match text.split_once('=') {
+            Some((n, v)) => (n.replace('-', "_"), Some(v.to_owned())),
+            None => (text.replace('-', "_"), None),
+        };
+        if EXPLICIT.contains(&name.as_str()) || !RunConfig::is_key(&name) {
+            out.push(match value {
+                Some(v) => format!("--{name}={v}").into(),
+                None => format!("--{name}").into(),
+            });
+            continue;
+        }
+        let value = match value {
+            Some(v) => Some(v),
+            None => iter.next().and_then(|v| v.into_string().ok()),
+        };
+        out.push("--set".into());
+        out.push(format!("{name}={}", value.unwrap_or_default()).into());
+    }
+    out
+}
+
+fn resolve(cli: &Cli) -> Result<RunConfig> {
+    let mut cfg = match (&cli.resume, &cli.config) {
+        (Some(dir), _) => RunConfig::from_file(&dir.join("config.toml")).with_context(|| {
+            format!(
+                "--resume {}: reading the run's configuration",
+                dir.display()
+            )
+        })?,
+        (None, Some(path)) => RunConfig::from_file(path)?,
+        (None, None) => RunConfig::default(),
+    };
+    if cli.resume.is_some() {
+        if let Some(path) = &cli.config {
+            anyhow::bail!(
+                "--config {} and --resume cannot be combined: a resumed run keeps its own config",
+                path.display()
+            );
+        }
+    }
+    let named = [
+        ("data_dir", &cli.data_dir),
+        ("save_dir", &cli.save_dir),
+        ("epochs", &cli.epochs),
+        ("batch_size", &cli.batch_size),
+        ("lr", &cli.lr),
+        ("weight_decay", &cli.weight_decay),
+        ("train.seed", &cli.seed),
+        ("d_model", &cli.d_model),
+        ("n_layer", &cli.n_layer),
+        ("n_head", &cli.n_head),
+        ("warmup_steps", &cli.warmup_steps),
+        ("eval_every", &cli.eval_every),
+        ("save_every", &cli.save_every),
+        ("device", &cli.device),
+        ("project", &cli.wandb_project),
+        ("run_name", &cli.wandb_run),
+    ];
+    for (key, value) in named {
+        if let Some(v) = value {
+            let flag = format!("--{}", key.trim_start_matches("train."));
+            cfg.set(key, v, &flag)?;
+        }
+    }
+    for kv in &cli.set {
+        let (key, value) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+        cfg.set(key, value, &format!("--{key}"))?;
+    }
+    if cli.no_wandb {
+        cfg.wandb.use_wandb = false;
+    }
+    if let Some(dir) = &cli.resume {
+        cfg.train.save_dir = dir.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let cfg = resolve(&cli)?;
+    if cli.print_config {
+        print!("{}", cfg.to_toml_string());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = Arc::clone(&interrupt);
+        ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                // A second Ctrl-C: stop now.
+                std::process::exit(130);
+            }
+            eprintln!("interrupt: finishing the current batch, writing a checkpoint (Ctrl-C again to abort)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let resume = cli.resume.is_some();
+    let mut extra: Vec<Box<dyn trainer::MetricsSink>> = Vec::new();
+    if let Some(sink) = trainer::wandb::start(&cfg, resume)? {
+        extra.push(Box::new(sink));
+    }
+    let epochs = cfg.train.epochs;
+    let opts = RunOptions {
+        resume,
+        interrupt: Some(interrupt),
+        extra_sinks: extra,
+        quiet: cli.quiet,
+    };
+    match trainer::run(cfg, opts) {
+        Ok(s) => {
+            let steps_per_s = s.steps_this_run as f64 / s.train_seconds.max(1e-9);
+            eprintln!(
+                "done: {} epochs, {} steps in {} ({:.1} steps/s, {:.2} ms/epoch training, {:.2} ms/eval, {:.1} s geometry)",
+                s.epochs,
+                s.global_step,
+                s.save_dir.display(),
+                steps_per_s,
+                1e3 * s.train_seconds / s.epochs_this_run.max(1) as f64,
+                1e3 * s.eval_seconds / s.epochs_this_run.max(1) as f64,
+                s.geometry_seconds,
+            );
+            debug_assert!(s.epochs <= epochs);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(TrainError::Interrupted) => {
+            eprintln!("interrupted: resume with `train --resume <save_dir>`");
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse_from(rewrite_args(std::env::args_os().collect()));
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(xs: &[&str]) -> Vec<OsString> {
+        xs.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn generic_keys_become_set_and_kebab_case_is_accepted() {
+        let out = rewrite_args(args(&[
+            "train",
+            "--num-entities",
+            "20",
+            "--lr=1e-3",
+            "--include_f_inverse=true",
+            "--batch-size",
+            "32",
+            "--no-wandb",
+        ]));
+        let out: Vec<String> = out.into_iter().map(|s| s.into_string().unwrap()).collect();
+        assert_eq!(
+            out,
+            [
+                "train",
+                "--set",
+                "num_entities=20",
+                "--lr=1e-3",
+                "--set",
+                "include_f_inverse=true",
+                "--batch_size",
+                "32",
+                "--no_wandb"
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_and_name_the_flag_on_error() {
+        let cli = Cli::parse_from(rewrite_args(args(&[
+            "train",
+            "--lr",
+            "3e-3",
+            "--d_model=64",
+            "--num_entities=20",
+            "--no_wandb",
+        ])));
+        let cfg = resolve(&cli).unwrap();
+        assert_eq!(cfg.train.lr, 3e-3);
+        assert_eq!(cfg.model.d_model, 64);
+        assert_eq!(cfg.data.num_entities, 20);
+        assert!(!cfg.wandb.use_wandb);
+        let cli = Cli::parse_from(rewrite_args(args(&["train", "--batch_size", "lots"])));
+        let err = format!("{:#}", resolve(&cli).unwrap_err());
+        assert!(
+            err.contains("--batch_size") && err.contains("batch_size"),
+            "{err}"
+        );
+        assert!(
+            Cli::try_parse_from(rewrite_args(args(&["train", "--learning_rate", "1"]))).is_err()
+        );
+    }
+}

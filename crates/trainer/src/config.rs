@@ -267,6 +267,14 @@ impl RunConfig {
         Ok(())
     }
 
+    /// Whether `key` (flat, or `table.key`) is a configuration key.
+    pub fn is_key(key: &str) -> bool {
+        match key.split_once('.') {
+            Some((t, k)) => Self::table_keys(t).contains(&k),
+            None => TABLES.iter().any(|t| Self::table_keys(t).contains(&key)),
+        }
+    }
+
     /// Every key of a table, including optional ones that serialise to nothing when unset.
     fn table_keys(table: &str) -> &'static [&'static str] {
         match table {
