@@ -63,7 +63,10 @@ mod tests {
         std::fs::write(dir.join("libtorch_cuda.so"), b"").unwrap();
         let args = link_args(&dir);
         assert_eq!(args.len(), 4);
-        assert_eq!(&args[1..], ["-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed"]);
+        assert_eq!(
+            &args[1..],
+            ["-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
