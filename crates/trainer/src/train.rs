@@ -171,6 +171,7 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
             loaded.sidecar.best_macro_ce,
         );
         let kept = JsonlSink::truncate_after(&metrics_path, global_step)?;
+        JsonlSink::truncate_after(&save_dir.join("pca.jsonl"), global_step)?;
         tracing::info!(
             "resuming {} at epoch {epoch}, step {global_step} ({kept} metric rows kept)",
             save_dir.display()
