@@ -1,1 +1,277 @@
-fn main() {}
+//! `gen`: generates a synthetic knowledge-graph dataset and writes it in the original's layout.
+//!
+//! Parameters come from, in increasing precedence: the defaults, the `[data]` table of
+//! `--config <toml>` (other tables are ignored), and the command-line flags, which keep the
+//! original's underscore names (`--num_entities`) and also accept kebab-case
+//! (`--num-entities`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use kg_data::{DataConfig, Dataset, generate};
+
+/// Generate a knowledge graph of two isomorphic categories and a functor between them.
+#[derive(Debug, Parser)]
+#[command(name = "gen", version, about)]
+struct Args {
+    /// TOML config file; only its `[data]` table is read.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output directory [default: data/composition_functor.<E>.<R>.<S>].
+    #[arg(long = "output_dir", alias = "output-dir")]
+    output_dir: Option<PathBuf>,
+    /// Total number of entities.
+    #[arg(long = "num_entities", alias = "num-entities")]
+    num_entities: Option<usize>,
+    /// Number of relation tokens.
+    #[arg(long = "num_relations", alias = "num-relations")]
+    num_relations: Option<usize>,
+    /// Size of E1 and of E2 [default: num_entities / 2].
+    #[arg(long = "sub_size", alias = "sub-size")]
+    sub_size: Option<usize>,
+    /// Seed of the generator.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Share of atomic facts held out.
+    #[arg(long = "atomic_ood_ratio", alias = "atomic-ood-ratio")]
+    atomic_ood_ratio: Option<f64>,
+    /// Probability that a composition of two seen hops is held out.
+    #[arg(long = "compositional_ood_ratio", alias = "compositional-ood-ratio")]
+    compositional_ood_ratio: Option<f64>,
+    /// Share of functor facts held out.
+    #[arg(long = "analogical_ood_ratio", alias = "analogical-ood-ratio")]
+    analogical_ood_ratio: Option<f64>,
+    /// Also emit inverse functor facts (`--include_f_inverse` or `--include_f_inverse=false`).
+    #[arg(
+        long = "include_f_inverse",
+        alias = "include-f-inverse",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    include_f_inverse: Option<bool>,
+    /// Allow one head to use a relation on several out-edges (`--duplicate_relation[=false]`).
+    #[arg(
+        long = "duplicate_relation",
+        alias = "duplicate-relation",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    duplicate_relation: Option<bool>,
+}
+
+/// Reads the `[data]` table of a TOML file; a file without one gives the defaults.
+fn config_from_file(path: &Path) -> Result<DataConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    match table.remove("data") {
+        None => Ok(DataConfig::default()),
+        Some(toml::Value::Table(data)) => toml::Value::Table(data)
+            .try_into()
+            .with_context(|| format!("{}: [data]", path.display())),
+        Some(other) => bail!(
+            "{}: `data` must be a table, found a {}",
+            path.display(),
+            other.type_str()
+        ),
+    }
+}
+
+/// Defaults, then the config file's `[data]`, then the flags.
+fn resolve(args: &Args) -> Result<DataConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => config_from_file(path)?,
+        None => DataConfig::default(),
+    };
+    if let Some(v) = args.num_entities {
+        cfg.num_entities = v;
+    }
+    if let Some(v) = args.num_relations {
+        cfg.num_relations = v;
+    }
+    if let Some(v) = args.sub_size {
+        cfg.sub_size = Some(v);
+    }
+    if let Some(v) = args.seed {
+        cfg.seed = v;
+    }
+    if let Some(v) = args.atomic_ood_ratio {
+        cfg.atomic_ood_ratio = v;
+    }
+    if let Some(v) = args.compositional_ood_ratio {
+        cfg.compositional_ood_ratio = v;
+    }
+    if let Some(v) = args.analogical_ood_ratio {
+        cfg.analogical_ood_ratio = v;
+    }
+    if let Some(v) = args.include_f_inverse {
+        cfg.include_f_inverse = v;
+    }
+    if let Some(v) = args.duplicate_relation {
+        cfg.duplicate_relation = v;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn summary(ds: &Dataset, dir: &Path) -> String {
+    let mut out = format!("dataset written to {}\n", dir.display());
+    if let Some(meta) = &ds.meta {
+        out += &format!(
+            "  entities {} (E1 {}, E2 {}, other {}), relations {}, vocab {}, seed {}\n",
+            meta.params.num_entities,
+            meta.e1.len(),
+            meta.e2.len(),
+            meta.others.len(),
+            meta.params.num_relations,
+            ds.vocab.len(),
+            meta.params.seed
+        );
+    }
+    for (kind, n) in ds.counts() {
+        out += &format!("  {:<24}{n:>8}\n", kind.as_str());
+    }
+    out += &format!(
+        "  train rows {}, test rows {}",
+        ds.train.len(),
+        ds.test.len()
+    );
+    out
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gen: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let cfg = resolve(&args)?;
+    let dir = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| Path::new("data").join(cfg.dir_name()));
+    tracing::info!(?cfg, "generating");
+    let ds = generate(&cfg)?;
+    ds.save(&dir).context("writing the dataset")?;
+    println!("{}", summary(&ds, &dir));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kg_data::FactType;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("gen").chain(list.iter().copied())).unwrap()
+    }
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn no_flags_give_the_defaults() {
+        assert_eq!(resolve(&args(&[])).unwrap(), DataConfig::default());
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let file = write_config(
+            "[data]\nnum_entities = 12\nseed = 5\ninclude_f_inverse = true\n\n\
+             [model]\nd_model = 64\n[train]\nlr = 0.001\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let cfg = resolve(&args(&["--config", path])).unwrap();
+        assert_eq!(cfg.num_entities, 12);
+        assert_eq!(cfg.seed, 5);
+        assert!(cfg.include_f_inverse);
+        assert_eq!(cfg.num_relations, 10_000, "default kept");
+
+        let cfg = resolve(&args(&[
+            "--config",
+            path,
+            "--seed",
+            "9",
+            "--num-relations",
+            "77",
+            "--include_f_inverse=false",
+            "--duplicate_relation",
+            "--sub_size",
+            "3",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.seed, 9);
+        assert_eq!(cfg.num_relations, 77);
+        assert_eq!(cfg.num_entities, 12, "from the file");
+        assert!(!cfg.include_f_inverse);
+        assert!(cfg.duplicate_relation);
+        assert_eq!(cfg.sub_size, Some(3));
+    }
+
+    #[test]
+    fn unknown_key_in_data_names_key_and_file() {
+        let file = write_config("[data]\nnum_entites = 12\n");
+        let err = resolve(&args(&["--config", file.path().to_str().unwrap()])).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("num_entites"), "{msg}");
+        assert!(msg.contains(&file.path().display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let err = resolve(&args(&["--sub_size", "6"])).unwrap_err();
+        assert!(format!("{err:#}").contains("sub_size"));
+        let err = resolve(&args(&["--analogical-ood-ratio", "1.5"])).unwrap_err();
+        assert!(format!("{err:#}").contains("analogical_ood_ratio"));
+        let file = write_config("data = 3\n");
+        assert!(resolve(&args(&["--config", file.path().to_str().unwrap()])).is_err());
+        assert!(Args::try_parse_from(["gen", "--num_entities", "ten"]).is_err());
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let default = config_from_file(&root.join("default.toml")).unwrap();
+        assert_eq!(
+            default,
+            DataConfig {
+                sub_size: Some(5),
+                ..DataConfig::default()
+            }
+        );
+        let tiny = config_from_file(&root.join("tiny.toml")).unwrap();
+        tiny.validate().unwrap();
+        assert_eq!(tiny.dir_name(), "composition_functor.8.50.4");
+    }
+
+    #[test]
+    fn summary_lists_every_type() {
+        let ds = generate(&DataConfig::default()).unwrap();
+        let text = summary(&ds, Path::new("out"));
+        for kind in FactType::ALL {
+            assert!(text.contains(kind.as_str()), "{text}");
+        }
+        assert!(text.contains("vocab 10011"));
+        assert!(text.contains("id_atomic                     40"), "{text}");
+    }
+}

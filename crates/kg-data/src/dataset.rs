@@ -300,9 +300,9 @@ impl Dataset {
         let meta_path = dir.join(files::META);
         let meta = if meta_path.is_file() {
             let text = fs::read_to_string(&meta_path).map_err(|e| DataError::io(&meta_path, e))?;
-            let meta: Meta = serde_json::from_str(&text).map_err(|source| DataError::Json {
+            let meta: Meta = serde_json::from_str(&text).map_err(|error| DataError::Json {
                 file: meta_path.clone(),
-                source,
+                error,
             })?;
             ds.check_meta(&meta)
                 .map_err(|reason| DataError::file(&meta_path, reason))?;
@@ -453,11 +453,10 @@ impl Dataset {
             )?;
         }
         if let Some(meta) = &self.meta {
-            let mut text =
-                serde_json::to_string_pretty(meta).map_err(|source| DataError::Json {
-                    file: dir.join(files::META),
-                    source,
-                })?;
+            let mut text = serde_json::to_string_pretty(meta).map_err(|error| DataError::Json {
+                file: dir.join(files::META),
+                error,
+            })?;
             text.push('\n');
             write(files::META, text)?;
         }

@@ -64,12 +64,14 @@ pub enum DataError {
     },
 
     /// A file is not valid JSON at all.
-    #[error("{}: invalid JSON: {source}", file.display())]
+    // The cause is part of the message (and deliberately not a `source()`), so that a plain
+    // `Display` is complete and error chains do not print it twice.
+    #[error("{}: invalid JSON: {error}", file.display())]
     Json {
         /// The file that failed to parse.
         file: PathBuf,
         /// The parser's error, with line and column.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 
     /// A required file of a dataset directory is absent.
@@ -80,12 +82,12 @@ pub enum DataError {
     },
 
     /// Reading or writing a path failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path being read, written or created.
         path: PathBuf,
         /// The operating system's error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// The analogical facts do not describe a bijection E1 → E2.
@@ -104,10 +106,10 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 

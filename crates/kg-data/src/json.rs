@@ -90,9 +90,9 @@ fn read_array(path: &Path) -> Result<Vec<Value>, DataError> {
 }
 
 fn parse_array(text: &str, file: &Path) -> Result<Vec<Value>, DataError> {
-    let value: Value = serde_json::from_str(text).map_err(|source| DataError::Json {
+    let value: Value = serde_json::from_str(text).map_err(|error| DataError::Json {
         file: file.to_path_buf(),
-        source,
+        error,
     })?;
     match value {
         Value::Array(items) => Ok(items),

@@ -313,9 +313,9 @@ fn inconsistent_meta() {
     meta["colour"] = "blue".into();
     fs::write(&path, meta.to_string()).unwrap();
     match Dataset::load(dir.path()) {
-        Err(DataError::Json { file, source }) => {
+        Err(DataError::Json { file, error }) => {
             assert_eq!(file, path);
-            assert!(source.to_string().contains("colour"));
+            assert!(error.to_string().contains("colour"));
         }
         other => panic!("{other:?}"),
     }
