@@ -241,6 +241,7 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
         }
     }
     sinks.finish(exit_code);
+    write_timings(&save_dir, &state.summary, device)?;
     if cfg.train.plots {
         match plots::write_run_plots(&save_dir) {
             Ok(files) => tracing::info!(
@@ -408,6 +409,35 @@ fn train_epochs(
         st.summary.final_eval = Some(report);
     }
     Ok(())
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), when known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Writes `timings.json`: where this invocation's time went, for benchmarks.
+fn write_timings(save_dir: &Path, s: &RunSummary, device: Device) -> Result<(), TrainError> {
+    let epochs = s.epochs_this_run.max(1) as f64;
+    let json = serde_json::json!({
+        "device": format!("{device:?}"),
+        "threads": tch::get_num_threads(),
+        "epochs": s.epochs_this_run,
+        "steps": s.steps_this_run,
+        "train_seconds": s.train_seconds,
+        "eval_seconds": s.eval_seconds,
+        "geometry_seconds": s.geometry_seconds,
+        "steps_per_second": s.steps_this_run as f64 / s.train_seconds.max(1e-9),
+        "train_ms_per_step": 1e3 * s.train_seconds / (s.steps_this_run.max(1) as f64),
+        "train_seconds_per_epoch": s.train_seconds / epochs,
+        "eval_ms_per_epoch": 1e3 * s.eval_seconds / epochs,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    crate::checkpoint::write_atomic(&save_dir.join("timings.json"), text.as_bytes())
 }
 
 /// The model's variables by name, in a stable (sorted) order.
