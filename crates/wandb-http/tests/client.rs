@@ -1,6 +1,4 @@
-//! End-to-end tests of the client against the fake W&B server in `fake/`.
-
-mod fake;
+//! End-to-end tests of the client against the fake W&B server of the `wandb-fake` crate.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -8,9 +6,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 use wandb_http::{ClientOptions, Defaults, FinishReport, Row, Run, Settings, WandbError};
 
-use fake::{Behaviour, FakeServer, Fault, base64, dead_url, parse_line};
+use wandb_fake::{Behaviour, FakeServer, Fault, TEST_API_KEY, base64, parse_line};
 
-const KEY: &str = "test-key-123";
+const KEY: &str = TEST_API_KEY;
+
+fn serve(behaviour: Behaviour) -> FakeServer {
+    FakeServer::start(behaviour).expect("fake server on loopback")
+}
+
+fn dead_url() -> String {
+    wandb_fake::dead_url().expect("a free loopback port")
+}
 
 fn fast_options() -> ClientOptions {
     ClientOptions {
@@ -84,7 +90,7 @@ fn assert_all_delivered(report: &FinishReport, rows: u64) {
 
 #[test]
 fn happy_path_sends_every_row_once_at_its_offset() {
-    let server = FakeServer::start(Behaviour::default());
+    let server = serve(Behaviour::default());
     let s = settings(
         &server.url(),
         &[
@@ -208,7 +214,7 @@ fn happy_path_sends_every_row_once_at_its_offset() {
 fn basic_auth_header_is_api_colon_key() {
     assert_eq!(base64(b"api:test-key-123"), "YXBpOnRlc3Qta2V5LTEyMw==");
     // The server's check is what the happy path relies on; a wrong key must fail it.
-    let server = FakeServer::start(Behaviour::default());
+    let server = serve(Behaviour::default());
     let mut s = settings(&server.url(), &[]);
     s.api_key = Some("wrong".into());
     assert!(Run::start_with(s, config(), fast_options()).is_err());
@@ -226,7 +232,7 @@ fn throttling_and_server_errors_are_retried_honouring_retry_after() {
         ]),
         ..Behaviour::default()
     };
-    let server = FakeServer::start(behaviour);
+    let server = serve(behaviour);
     let run =
         Run::start_with(settings(&server.url(), &[]), config(), fast_options()).expect("start");
     for step in 0..20 {
@@ -250,7 +256,7 @@ fn throttling_and_server_errors_are_retried_honouring_retry_after() {
 
 #[test]
 fn hanging_server_never_blocks_logging_and_finish_meets_its_deadline() {
-    let server = FakeServer::start(Behaviour {
+    let server = serve(Behaviour {
         hang_all: Some(Duration::from_secs(20)),
         ..Behaviour::default()
     });
@@ -361,7 +367,7 @@ fn unreachable_server_gives_up_within_the_retry_budget() {
 
 #[test]
 fn resume_continues_after_the_existing_history_lines() {
-    let server = FakeServer::start(Behaviour {
+    let server = serve(Behaviour {
         history_line_count: 17,
         inserted: false,
         ..Behaviour::default()
@@ -387,7 +393,7 @@ fn resume_continues_after_the_existing_history_lines() {
 
 #[test]
 fn resume_policies_never_and_must_are_enforced() {
-    let existing = FakeServer::start(Behaviour {
+    let existing = serve(Behaviour {
         history_line_count: 3,
         inserted: false,
         ..Behaviour::default()
@@ -397,7 +403,7 @@ fn resume_policies_never_and_must_are_enforced() {
         Run::start_with(s, config(), fast_options()),
         Err(WandbError::Resume { .. })
     ));
-    let fresh = FakeServer::start(Behaviour::default());
+    let fresh = serve(Behaviour::default());
     let s = settings(&fresh.url(), &[("WANDB_RESUME", "must")]);
     assert!(matches!(
         Run::start_with(s, config(), fast_options()),
@@ -408,7 +414,7 @@ fn resume_policies_never_and_must_are_enforced() {
 
 #[test]
 fn unauthorized_upsert_fails_at_once_without_retrying() {
-    let server = FakeServer::start(Behaviour::default());
+    let server = serve(Behaviour::default());
     let mut s = settings(&server.url(), &[]);
     s.api_key = Some("not-the-key".into());
     let t = Instant::now();
@@ -425,7 +431,7 @@ fn unauthorized_upsert_fails_at_once_without_retrying() {
 
 #[test]
 fn unauthorized_file_stream_gives_up_and_drops_rows_quietly() {
-    let server = FakeServer::start(Behaviour {
+    let server = serve(Behaviour {
         stream_faults: VecDeque::from([Fault::Status(401, None)]),
         ..Behaviour::default()
     });
@@ -462,7 +468,7 @@ fn unauthorized_file_stream_gives_up_and_drops_rows_quietly() {
 
 #[test]
 fn idle_runs_send_heartbeats() {
-    let server = FakeServer::start(Behaviour::default());
+    let server = serve(Behaviour::default());
     let options = ClientOptions {
         heartbeat_interval: Duration::from_millis(100),
         ..fast_options()
@@ -480,7 +486,7 @@ fn idle_runs_send_heartbeats() {
 
 #[test]
 fn large_backlogs_are_split_under_the_request_size_limit() {
-    let server = FakeServer::start(Behaviour::default());
+    let server = serve(Behaviour::default());
     let options = ClientOptions {
         max_request_bytes: 64 * 1024,
         fast_flush_interval: Duration::from_secs(30),
@@ -511,7 +517,7 @@ fn large_backlogs_are_split_under_the_request_size_limit() {
 
 #[test]
 fn dropping_a_run_marks_it_failed() {
-    let server = FakeServer::start(Behaviour::default());
+    let server = serve(Behaviour::default());
     let run =
         Run::start_with(settings(&server.url(), &[]), config(), fast_options()).expect("start");
     run.log(3, metric("loss", 1.0));
@@ -527,7 +533,7 @@ fn dropping_a_run_marks_it_failed() {
 
 #[test]
 fn settings_that_are_not_online_do_not_start() {
-    let server = FakeServer::start(Behaviour::default());
+    let server = serve(Behaviour::default());
     assert!(settings(&server.url(), &[]).is_online());
     let s = settings(&server.url(), &[("WANDB_MODE", "offline")]);
     assert!(!s.is_online());
@@ -546,8 +552,8 @@ fn settings_that_are_not_online_do_not_start() {
 
 #[test]
 fn credentials_never_follow_a_redirect_to_another_host() {
-    let elsewhere = FakeServer::start(Behaviour::default());
-    let server = FakeServer::start(Behaviour {
+    let elsewhere = serve(Behaviour::default());
+    let server = serve(Behaviour {
         graphql_faults: VecDeque::from([Fault::Redirect(format!("{}/graphql", elsewhere.url()))]),
         ..Behaviour::default()
     });
@@ -566,7 +572,7 @@ fn credentials_never_follow_a_redirect_to_another_host() {
 fn run_handle_can_be_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Run>();
-    let server = FakeServer::start(Behaviour::default());
+    let server = serve(Behaviour::default());
     let run =
         Run::start_with(settings(&server.url(), &[]), config(), fast_options()).expect("start");
     std::thread::scope(|scope| {

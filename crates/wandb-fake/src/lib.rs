@@ -1,0 +1,667 @@
+//! A fake Weights & Biases server for tests: a real HTTP/1.1 server bound to `127.0.0.1:0`,
+//! serving each connection on its own thread, that speaks the two endpoints a metrics client
+//! uses and records what it was sent. Dev-only: not published, used by the `wandb-http` tests and
+//! the trainer's W&B tests.
+//!
+//! # Overview
+//! - [`FakeServer`]: [`FakeServer::start`] binds a loopback port and serves in the background
+//!   until dropped; [`FakeServer::url`] is the `WANDB_BASE_URL` to give the client;
+//!   [`FakeServer::record`] locks what was recorded; [`FakeServer::update`] changes the
+//!   [`Behaviour`] while the server runs.
+//! - [`Behaviour`]: the API key it accepts, the entity it reports, the state of a run it has not
+//!   seen (`historyLineCount`, `inserted`), and queued [`Fault`]s per endpoint.
+//! - [`Record`]: every request ([`Seen`]), the upsert variables, history lines by offset (and how
+//!   often each offset was written), the summary, heartbeats and `complete`/`exitcode`.
+//! - [`dead_url`]: a base URL on which nothing listens (a server that is down).
+//! - [`parse_line`], [`base64`]: helpers to read history lines and build auth headers.
+//!
+//! # Protocol, as the real server answers it
+//! - `POST /graphql` with the `UpsertBucket` mutation: answered with a bucket carrying the run id
+//!   (`name`), display name, config, sweep, `historyLineCount` and the project and entity (the
+//!   request's entity, or [`Behaviour::default_entity`] when it is null). A run id upserted
+//!   before on the same server is answered `inserted: false` with `historyLineCount` = the next
+//!   free history line, so a resumed run continues after its own lines.
+//! - `POST /files/{entity}/{project}/{run}/file_stream`: must name the last upserted run (else
+//!   404 and the path is kept in [`Record::wrong_paths`]); `wandb-history.jsonl` lines are stored
+//!   at `offset + i` (a re-sent offset overwrites), `wandb-summary.json` replaces the summary,
+//!   `{}` counts as a heartbeat, `complete`/`exitcode` are recorded.
+//! - Every request needs `Authorization: Basic base64("api:" + key)`, else 401.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The API key [`Behaviour::default`] accepts.
+pub const TEST_API_KEY: &str = "test-key-123";
+
+/// Request bodies larger than this are refused with 413 (the real server's limit is about
+/// 10 MiB; a client must stay under it).
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// An injected answer for one request, consumed in order from [`Behaviour::graphql_faults`] or
+/// [`Behaviour::stream_faults`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer with this status and, when given, this `Retry-After` value (seconds).
+    Status(u16, Option<&'static str>),
+    /// Read the request, then hold the connection open this long without answering.
+    Hang(Duration),
+    /// Answer 307 with this `Location`.
+    Redirect(String),
+    /// Read the request, then close the connection without answering.
+    Close,
+}
+
+/// How the server behaves; change it while running with [`FakeServer::update`].
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// The accepted API key (Basic auth user `api`).
+    pub api_key: String,
+    /// Entity reported when the client sends a null entity.
+    pub default_entity: String,
+    /// `historyLineCount` answered for a run id this server has not seen.
+    pub history_line_count: u64,
+    /// `inserted` answered for a run id this server has not seen.
+    pub inserted: bool,
+    /// Faults for the next `/graphql` requests.
+    pub graphql_faults: VecDeque<Fault>,
+    /// Faults for the next `file_stream` requests.
+    pub stream_faults: VecDeque<Fault>,
+    /// When set, every request hangs this long unanswered (a server that accepts and stalls).
+    pub hang_all: Option<Duration>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            api_key: TEST_API_KEY.to_owned(),
+            default_entity: "fake-entity".to_owned(),
+            history_line_count: 0,
+            inserted: true,
+            graphql_faults: VecDeque::new(),
+            stream_faults: VecDeque::new(),
+            hang_all: None,
+        }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Request path, e.g. `/graphql`.
+    pub path: String,
+    /// Status answered; 0 when the request was left unanswered (hang, close).
+    pub status: u16,
+    /// When the request was read.
+    pub at: Instant,
+    /// Body length in bytes.
+    pub body_len: usize,
+    /// Whether the Basic auth header matched the key.
+    pub auth_ok: bool,
+}
+
+/// Everything the server recorded.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Every request, in arrival order.
+    pub requests: Vec<Seen>,
+    /// The `variables` of every successful upsert, in order.
+    pub upserts: Vec<Value>,
+    /// History line text by offset.
+    pub history: BTreeMap<u64, String>,
+    /// How many times each offset was written.
+    pub writes: BTreeMap<u64, usize>,
+    /// The latest summary text.
+    pub summary: Option<String>,
+    /// Empty-body requests to `file_stream`.
+    pub heartbeats: usize,
+    /// The last `(complete, exitcode)`; an absent or non-integer exit code reads `i64::MIN`.
+    pub complete: Option<(bool, i64)>,
+    /// `file_stream` paths that did not name the last upserted run.
+    pub wrong_paths: Vec<String>,
+}
+
+impl Record {
+    /// The first history offset after every recorded line (0 when none).
+    pub fn next_offset(&self) -> u64 {
+        self.history.keys().next_back().map_or(0, |&k| k + 1)
+    }
+
+    /// History lines in offset order, parsed with [`parse_line`].
+    pub fn history_values(&self) -> Vec<Value> {
+        self.history.values().map(|l| parse_line(l)).collect()
+    }
+
+    /// The summary parsed with [`parse_line`], if one arrived.
+    pub fn summary_value(&self) -> Option<Value> {
+        self.summary.as_deref().map(parse_line)
+    }
+}
+
+/// A running fake server; it stops accepting connections when dropped.
+pub struct FakeServer {
+    addr: SocketAddr,
+    ctx: Arc<Ctx>,
+}
+
+impl std::fmt::Debug for FakeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+struct Ctx {
+    behaviour: Mutex<Behaviour>,
+    record: Mutex<Record>,
+    stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not hide what the server recorded.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl FakeServer {
+    /// Binds `127.0.0.1:0` and serves in background threads.
+    ///
+    /// # Errors
+    /// The bind error when no loopback port is available.
+    pub fn start(behaviour: Behaviour) -> std::io::Result<FakeServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let ctx = Arc::new(Ctx {
+            behaviour: Mutex::new(behaviour),
+            record: Mutex::new(Record::default()),
+            stop: AtomicBool::new(false),
+        });
+        let served = Arc::clone(&ctx);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if served.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let ctx = Arc::clone(&served);
+                thread::spawn(move || {
+                    // A client that goes away mid-request is not the server's failure.
+                    let _ = serve(stream, &ctx);
+                });
+            }
+        });
+        Ok(FakeServer { addr, ctx })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Locks and returns what the server recorded so far.
+    pub fn record(&self) -> MutexGuard<'_, Record> {
+        lock(&self.ctx.record)
+    }
+
+    /// Changes the behaviour for the requests that follow.
+    pub fn update(&self, change: impl FnOnce(&mut Behaviour)) {
+        change(&mut lock(&self.ctx.behaviour));
+    }
+
+    /// Waits until `done(record)` holds or `timeout` passes; returns whether it held.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&Record) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if done(&self.record()) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.ctx.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag; failure means it is gone already.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+    }
+}
+
+/// A base URL on a loopback port where nothing listens: connections are refused, like a server
+/// that is down.
+///
+/// # Errors
+/// The bind error when no loopback port is available.
+pub fn dead_url() -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    Ok(format!("http://{addr}"))
+}
+
+/// The `Authorization` header value for `key`.
+pub fn basic_auth(key: &str) -> String {
+    format!("Basic {}", base64(format!("api:{key}").as_bytes()))
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if len > MAX_BODY_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("body of {len} bytes"),
+        ));
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    let mut parts = request_line.split_whitespace();
+    Ok(Request {
+        method: parts.next().unwrap_or("").to_owned(),
+        path: parts.next().unwrap_or("").to_owned(),
+        headers,
+        body,
+    })
+}
+
+fn serve(stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let req = match read_request(&stream) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return respond(stream, 413, None, r#"{"error":"too large"}"#);
+        }
+        Err(e) => return Err(e),
+    };
+    let (expected_auth, fault) = {
+        let mut b = lock(&ctx.behaviour);
+        let fault = match b.hang_all {
+            Some(d) => Some(Fault::Hang(d)),
+            None if req.path == "/graphql" => b.graphql_faults.pop_front(),
+            None => b.stream_faults.pop_front(),
+        };
+        (basic_auth(&b.api_key), fault)
+    };
+    let auth_ok = req.headers.get("authorization") == Some(&expected_auth);
+    let note = |status: u16| {
+        lock(&ctx.record).requests.push(Seen {
+            path: req.path.clone(),
+            status,
+            at: Instant::now(),
+            body_len: req.body.len(),
+            auth_ok,
+        });
+    };
+    match fault {
+        Some(Fault::Hang(d)) => {
+            note(0);
+            thread::sleep(d);
+            return Ok(());
+        }
+        Some(Fault::Close) => {
+            note(0);
+            return Ok(());
+        }
+        Some(Fault::Status(status, retry_after)) => {
+            note(status);
+            return respond(stream, status, retry_after, r#"{"error":"injected"}"#);
+        }
+        Some(Fault::Redirect(location)) => {
+            note(307);
+            let head = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let mut stream = stream;
+            stream.write_all(head.as_bytes())?;
+            return stream.flush();
+        }
+        None => {}
+    }
+    if !auth_ok {
+        note(401);
+        return respond(
+            stream,
+            401,
+            None,
+            r#"{"errors":[{"message":"unauthorized"}]}"#,
+        );
+    }
+    if req.method != "POST" {
+        note(405);
+        return respond(stream, 405, None, "{}");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        note(400);
+        return respond(stream, 400, None, r#"{"error":"bad json"}"#);
+    };
+    let answer = if req.path == "/graphql" {
+        upsert(ctx, &body)
+    } else {
+        match file_stream(ctx, &req.path, &body) {
+            Some(answer) => answer,
+            None => {
+                note(404);
+                return respond(stream, 404, None, "{}");
+            }
+        }
+    };
+    note(200);
+    respond(stream, 200, None, &answer.to_string())
+}
+
+fn entity_of(vars: &Value, default_entity: &str) -> String {
+    vars["entity"]
+        .as_str()
+        .map_or_else(|| default_entity.to_owned(), str::to_owned)
+}
+
+fn upsert(ctx: &Ctx, body: &Value) -> Value {
+    let vars = body["variables"].clone();
+    let b = lock(&ctx.behaviour).clone();
+    let mut rec = lock(&ctx.record);
+    let seen_before = rec.upserts.iter().any(|u| u["name"] == vars["name"]);
+    let (line_count, inserted) = if seen_before {
+        (b.history_line_count.max(rec.next_offset()), false)
+    } else {
+        (b.history_line_count, b.inserted)
+    };
+    let answer = json!({"data": {"upsertBucket": {
+        "bucket": {"id": "QnVja2V0OjE=", "name": vars["name"], "displayName": vars["displayName"],
+                   "description": null, "config": vars["config"], "sweepName": vars["sweep"],
+                   "historyLineCount": line_count,
+                   "project": {"id": "UHJvamVjdDox", "name": vars["project"],
+                               "entity": {"id": "RW50aXR5OjE=",
+                                          "name": entity_of(&vars, &b.default_entity)}}},
+        "inserted": inserted}}});
+    rec.upserts.push(vars);
+    answer
+}
+
+/// Records one `file_stream` body; `None` when the path does not name the upserted run.
+fn file_stream(ctx: &Ctx, path: &str, body: &Value) -> Option<Value> {
+    let default_entity = lock(&ctx.behaviour).default_entity.clone();
+    let mut rec = lock(&ctx.record);
+    let expected = rec.upserts.last().map(|v| {
+        format!(
+            "/files/{}/{}/{}/file_stream",
+            entity_of(v, &default_entity),
+            v["project"].as_str().unwrap_or(""),
+            v["name"].as_str().unwrap_or("")
+        )
+    });
+    if expected.as_deref() != Some(path) {
+        rec.wrong_paths.push(path.to_owned());
+        return None;
+    }
+    if body.as_object().is_some_and(|o| o.is_empty()) {
+        rec.heartbeats += 1;
+    }
+    if let Some(h) = body.pointer("/files/wandb-history.jsonl") {
+        let offset = h["offset"].as_u64().unwrap_or(u64::MAX);
+        for (i, line) in h["content"].as_array().into_iter().flatten().enumerate() {
+            let at = offset.saturating_add(i as u64);
+            rec.history
+                .insert(at, line.as_str().unwrap_or("<not a string>").to_owned());
+            *rec.writes.entry(at).or_default() += 1;
+        }
+    }
+    if let Some(s) = body
+        .pointer("/files/wandb-summary.json/content/0")
+        .and_then(Value::as_str)
+    {
+        rec.summary = Some(s.to_owned());
+    }
+    if body.get("complete").is_some() {
+        rec.complete = Some((
+            body["complete"].as_bool().unwrap_or(false),
+            body["exitcode"].as_i64().unwrap_or(i64::MIN),
+        ));
+    }
+    Some(json!({"exitcode": null, "limits": {}}))
+}
+
+fn respond(
+    mut stream: TcpStream,
+    status: u16,
+    retry_after: Option<&str>,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(r) = retry_after {
+        head.push_str(&format!("Retry-After: {r}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}
+
+/// Standard base64 with padding.
+pub fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// Parses a history or summary line, reading the bare `NaN`, `Infinity` and `-Infinity` values
+/// the client writes for non-finite floats as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`
+/// (strict JSON has no such numbers).
+///
+/// # Panics
+/// When the line is not a JSON object after that substitution: a test helper, where a malformed
+/// line is the failure being looked for.
+pub fn parse_line(line: &str) -> Value {
+    let patched = line
+        .replace(":NaN", ":\"NaN\"")
+        .replace(":-Infinity", ":\"-Infinity\"")
+        .replace(":Infinity", ":\"Infinity\"");
+    match serde_json::from_str::<Value>(&patched) {
+        Ok(v) if v.is_object() => v,
+        Ok(v) => panic!("line {line:?} is not a JSON object: {v}"),
+        Err(e) => panic!("line {line:?} is not JSON: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(addr: SocketAddr, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(a) = auth {
+            req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (status, body)
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+        assert_eq!(basic_auth("test-key-123"), "Basic YXBpOnRlc3Qta2V5LTEyMw==");
+    }
+
+    #[test]
+    fn parse_line_reads_non_finite_tokens() {
+        let v = parse_line(r#"{"a":NaN,"b":-Infinity,"c":Infinity,"d":1.5}"#);
+        assert_eq!(
+            v,
+            json!({"a": "NaN", "b": "-Infinity", "c": "Infinity", "d": 1.5})
+        );
+    }
+
+    #[test]
+    fn requests_without_the_key_are_refused_and_a_reupserted_run_continues() {
+        let server = FakeServer::start(Behaviour::default()).expect("start");
+        let upsert =
+            r#"{"query":"mutation","variables":{"name":"r1","project":"p","entity":null}}"#;
+        let (status, _) = post(server.addr(), "/graphql", None, upsert);
+        assert_eq!(status, 401);
+        let auth = basic_auth(TEST_API_KEY);
+        let (status, body) = post(server.addr(), "/graphql", Some(&auth), upsert);
+        assert_eq!(status, 200);
+        let bucket: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(bucket["data"]["upsertBucket"]["inserted"], json!(true));
+        assert_eq!(
+            bucket["data"]["upsertBucket"]["bucket"]["project"]["entity"]["name"],
+            json!("fake-entity")
+        );
+        let lines = r#"{"files":{"wandb-history.jsonl":{"offset":0,"content":["{\"_step\":1}","{\"_step\":2}"]}}}"#;
+        let (status, _) = post(
+            server.addr(),
+            "/files/fake-entity/p/r1/file_stream",
+            Some(&auth),
+            lines,
+        );
+        assert_eq!(status, 200);
+        let (status, _) = post(
+            server.addr(),
+            "/files/fake-entity/p/other/file_stream",
+            Some(&auth),
+            lines,
+        );
+        assert_eq!(status, 404);
+        let (_, body) = post(server.addr(), "/graphql", Some(&auth), upsert);
+        let bucket: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(bucket["data"]["upsertBucket"]["inserted"], json!(false));
+        assert_eq!(
+            bucket["data"]["upsertBucket"]["bucket"]["historyLineCount"],
+            json!(2)
+        );
+        let rec = server.record();
+        assert_eq!(rec.next_offset(), 2);
+        assert_eq!(
+            rec.wrong_paths,
+            vec!["/files/fake-entity/p/other/file_stream"]
+        );
+        let statuses: Vec<u16> = rec.requests.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, vec![401, 200, 200, 404, 200]);
+    }
+
+    #[test]
+    fn injected_faults_are_served_in_order() {
+        let server = FakeServer::start(Behaviour {
+            graphql_faults: VecDeque::from([Fault::Status(429, Some("3"))]),
+            ..Behaviour::default()
+        })
+        .expect("start");
+        let auth = basic_auth(TEST_API_KEY);
+        let mut s = TcpStream::connect(server.addr()).expect("connect");
+        s.write_all(
+            format!(
+                "POST /graphql HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Length: 2\r\n\r\n{{}}"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        assert!(out.starts_with("HTTP/1.1 429 "), "{out}");
+        assert!(out.contains("Retry-After: 3\r\n"), "{out}");
+        server.update(|b| b.graphql_faults.push_back(Fault::Close));
+        let (status, _) = post(server.addr(), "/graphql", Some(&auth), "{}");
+        assert_eq!(status, 0, "closed without an answer");
+    }
+}
