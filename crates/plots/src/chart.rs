@@ -277,11 +277,8 @@ fn superscript(n: i32) -> String {
 
 /// Plain decimal label for `v` with just enough digits for the tick spacing `step`.
 pub(crate) fn fmt_num(v: f64, step: f64) -> String {
-    if v == 0.0 {
-        return "0".to_string();
-    }
     let a = v.abs();
-    if !(1e-3..1e5).contains(&a) {
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
         let e = a.log10().floor() as i32;
         let m = v / 10f64.powi(e);
         return if (m - m.round()).abs() < 1e-9 {
@@ -290,19 +287,24 @@ pub(crate) fn fmt_num(v: f64, step: f64) -> String {
             format!("{m:.1}×10{}", superscript(e))
         };
     }
-    let decimals = if step >= 1.0 {
-        0
-    } else {
-        (-step.log10()).ceil().max(0.0) as usize
-    };
+    // Fewest decimals that still tell neighbouring ticks apart (0.25 needs two, 0.2 one).
+    let decimals = (0..=6)
+        .find(|d| {
+            let scaled = step.abs() * 10f64.powi(*d);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
+        })
+        .unwrap_or(6) as usize;
     let s = format!("{v:.decimals$}");
-    if s == "-0" { "0".to_string() } else { s }
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => s,
+    }
 }
 
 /// About five "nice" ticks (1, 2, 2.5, 5 × 10ᵏ) covering `[lo, hi]`.
 pub(crate) fn linear_ticks(lo: f64, hi: f64) -> Vec<Tick> {
     let span = hi - lo;
-    if !(span > 0.0) || !span.is_finite() {
+    if span.is_nan() || span <= 0.0 || !span.is_finite() {
         return Vec::new();
     }
     let raw = span / 5.0;
@@ -329,13 +331,15 @@ pub(crate) fn linear_ticks(lo: f64, hi: f64) -> Vec<Tick> {
 /// Ticks of a log axis over `[lo, hi]` (both > 0): decades labelled `10ᵏ`; over short ranges the
 /// 2× and 5× ticks are labelled too (as plain numbers), so every plot has at least two labels.
 pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<Tick> {
-    if !(lo > 0.0 && hi > lo) || !hi.is_finite() {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
         return Vec::new();
     }
     let e0 = lo.log10().floor() as i32;
     let e1 = hi.log10().ceil() as i32;
     let decades = hi.log10() - lo.log10();
-    let short = decades < 1.5;
+    let short = decades < 2.2;
+    // Plain numbers only when every labelled decade reads well that way (1 … 1000).
+    let plain = decades < 3.0 && e0 >= 0 && e1 <= 3;
     let mut out = Vec::new();
     for e in e0..=e1 {
         let base = 10f64.powi(e);
@@ -348,7 +352,7 @@ pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<Tick> {
             let label = if short && (m == 1 || m == 2 || m == 5) {
                 fmt_num(v, v)
             } else if major {
-                if (0..=3).contains(&e) && decades < 3.0 {
+                if plain {
                     fmt_num(v, v)
                 } else {
                     format!("10{}", superscript(e))
@@ -364,6 +368,27 @@ pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<Tick> {
         }
     }
     out
+}
+
+/// Which tick labels of a horizontal axis to show: majors first, then minors that keep a gap
+/// to every label already placed, so labels never overlap however narrow the panel.
+fn spaced_labels(ticks: &[Tick], pos: impl Fn(f64) -> Option<f64>) -> Vec<bool> {
+    let mut placed: Vec<(f64, f64)> = Vec::new();
+    let mut show = vec![false; ticks.len()];
+    for pass_major in [true, false] {
+        for (i, t) in ticks.iter().enumerate() {
+            if t.label.is_empty() || t.major != pass_major {
+                continue;
+            }
+            let Some(x) = pos(t.value) else { continue };
+            let half = text_width(&t.label, TICK_SIZE) / 2.0 + 4.0;
+            if placed.iter().all(|(a, b)| x + half < *a || x - half > *b) {
+                placed.push((x - half, x + half));
+                show[i] = true;
+            }
+        }
+    }
+    show
 }
 
 fn ticks_for(axis: &Axis, lo: f64, hi: f64) -> Vec<Tick> {
@@ -729,6 +754,13 @@ fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, id: u
     let (xs, ys, y2s) = collect_xy(p);
     let (mut xlo, mut xhi) = fit_range(&p.x, &xs);
     let (mut ylo, mut yhi) = fit_range(&p.y, &ys);
+    if p.marks.iter().any(|m| matches!(m, Mark::Label { .. })) {
+        // Room for the text written to the right of and above each point.
+        let (dx, dy) = (xhi - xlo, yhi - ylo);
+        xlo -= dx * 0.04;
+        xhi += dx * 0.14;
+        yhi += dy * 0.07;
+    }
     let y2r = p.y2.as_ref().map(|a| fit_range(a, &y2s));
 
     let entries = p.legend_entries();
@@ -805,7 +837,8 @@ fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, id: u
         px1 - px0,
         py1 - py0
     );
-    for t in &x_ticks {
+    let x_labels = spaced_labels(&x_ticks, |v| mx.t(v));
+    for (t, show) in x_ticks.iter().zip(&x_labels) {
         let Some(x) = mx.t(t.value) else { continue };
         let (stroke, len) = if t.major {
             ("#e3e3e3", 5.0)
@@ -821,7 +854,7 @@ fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, id: u
             r##"<line x1="{x:.1}" y1="{py1:.1}" x2="{x:.1}" y2="{:.1}" stroke="#444" stroke-width="1"/>"##,
             py1 + len
         );
-        if !t.label.is_empty() {
+        if *show {
             text(
                 s,
                 x,
@@ -1029,9 +1062,9 @@ fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, id: u
                     let _ = write!(
                         s,
                         r##"<text x="{:.1}" y="{:.1}" font-size="{SMALL_SIZE}" fill="{color}" text-anchor="end" stroke="#ffffff" stroke-width="3" paint-order="stroke" stroke-linejoin="round" transform="rotate(-90 {:.1} {:.1})">{}</text>"##,
-                        px + 3.0,
+                        px + 2.0 + SMALL_SIZE * 0.8,
                         py0 + 6.0,
-                        px + 3.0,
+                        px + 2.0 + SMALL_SIZE * 0.8,
                         py0 + 6.0,
                         esc(l)
                     );
@@ -1050,7 +1083,8 @@ fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, id: u
         py1 - py0
     );
     if !p.title.is_empty() {
-        let avail = (px1 - px0) + 40.0;
+        let centre = (px0 + px1) / 2.0;
+        let avail = 2.0 * (centre - x0).min(x0 + w - centre) - 12.0;
         let mut title = p.title.clone();
         while text_width(&title, TITLE_SIZE) > avail && title.chars().count() > 8 {
             title = truncate(&title, title.chars().count() - 1);
@@ -1212,7 +1246,12 @@ mod tests {
         let v: Vec<f64> = t.iter().map(|t| t.value).collect();
         assert_eq!(v, vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
         let l: Vec<&str> = t.iter().map(|t| t.label.as_str()).collect();
-        assert_eq!(l, vec!["0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+        assert_eq!(l, vec!["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+        let l: Vec<String> = linear_ticks(-0.02, 1.02)
+            .into_iter()
+            .map(|t| t.label)
+            .collect();
+        assert_eq!(l, vec!["0.00", "0.25", "0.50", "0.75", "1.00"]);
         let t = linear_ticks(-0.04, 1.04);
         assert_eq!(t.first().map(|t| t.value), Some(0.0));
         assert!(linear_ticks(1.0, 1.0).is_empty());
@@ -1235,6 +1274,13 @@ mod tests {
             .map(|t| t.label.as_str())
             .collect();
         assert_eq!(labelled, vec!["50", "100", "200"]);
+        // A range reaching below 1 labels every decade alike.
+        let labelled: Vec<String> = log_ticks(0.008, 4.0)
+            .into_iter()
+            .filter(|t| !t.label.is_empty())
+            .map(|t| t.label)
+            .collect();
+        assert_eq!(labelled, vec!["10⁻²", "10⁻¹", "10⁰"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
     /// A file could not be read, written, created or copied.
-    #[error("{op} {path}: {source}")]
+    #[error("cannot {op} {path}")]
     Io {
         /// What was being done (`read`, `write`, `create dir`, …).
         op: &'static str,

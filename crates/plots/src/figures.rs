@@ -64,7 +64,7 @@ fn no_data(what: &str) -> PlotError {
 /// [`PlotError::NoData`] when the run has no accuracy series; I/O and render errors.
 pub fn accuracy_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFiles> {
     let mut p = Panel::new(
-        "Accuracy per fact type",
+        "",
         Axis::new(STEP_LABEL, Scale::Log),
         Axis::new("accuracy", Scale::Linear).range(-0.02, 1.02),
     );
@@ -101,7 +101,7 @@ pub fn accuracy_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFil
 /// [`PlotError::NoData`] when the run has no CE series; I/O and render errors.
 pub fn loss_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFiles> {
     let mut p = Panel::new(
-        "Cross-entropy at the answer token",
+        "",
         Axis::new(STEP_LABEL, Scale::Log),
         Axis::new("cross-entropy (log scale)", Scale::Log),
     );
@@ -143,7 +143,7 @@ pub fn energy_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFiles
     let energy_c = "#1f77b4";
     let acc_c = "#d62728";
     let mut p = Panel::new(
-        "Dirichlet energy vs OOD analogical accuracy",
+        "",
         Axis::new(STEP_LABEL, Scale::Log),
         Axis::new("Dirichlet energy", Scale::Linear).color(energy_c),
     );
@@ -438,6 +438,14 @@ pub fn metric_label(key: &str) -> String {
         && (FACT_TYPES.contains(&t) || !t.contains('/'))
     {
         let (_, _, name) = type_style(t, 0);
+        let kind = match kind {
+            "ACC" => "accuracy",
+            "CE" => "cross-entropy",
+            "PPL" => "perplexity",
+            "PROB" => "target probability",
+            "N" => "count",
+            other => other,
+        };
         return format!("{name} {kind}");
     }
     match key {
@@ -597,9 +605,18 @@ pub fn aggregate(runs: &[Series], band: BandKind) -> Vec<(u64, f64, f64, f64)> {
 pub fn sweep_plot(title: &str, panels: &[SweepPanel], stem: &Path) -> Result<PlotFiles> {
     let mut out = Vec::new();
     let mut legend: Vec<LegendEntry> = Vec::new();
-    let mut band_text = None;
+    let same_band = panels.windows(2).all(|w| w[0].band == w[1].band);
+    let band_name = |b: BandKind| match b {
+        BandKind::MinMax => "mean, band min–max over seeds",
+        BandKind::Std => "mean ± std over seeds",
+    };
     for sp in panels {
-        let mut y = Axis::new(&sp.y_label, Scale::Linear);
+        let y_label = if same_band {
+            sp.y_label.clone()
+        } else {
+            format!("{} ({})", sp.y_label, band_name(sp.band))
+        };
+        let mut y = Axis::new(y_label, Scale::Linear);
         y.range = sp.y_range;
         let mut p = Panel::new(&sp.title, Axis::new(STEP_LABEL, Scale::Log), y);
         for (i, g) in sp.groups.iter().enumerate() {
@@ -632,7 +649,6 @@ pub fn sweep_plot(title: &str, panels: &[SweepPanel], stem: &Path) -> Result<Plo
                     swatch: Swatch::Line { dashed: false },
                 });
             }
-            band_text = Some(sp.band);
         }
         for mk in &sp.markers {
             let color = mk
@@ -659,12 +675,12 @@ pub fn sweep_plot(title: &str, panels: &[SweepPanel], stem: &Path) -> Result<Plo
             swatch: Swatch::VLine,
         });
     }
-    let band = match band_text {
-        Some(BandKind::Std) => "mean ± std over seeds",
-        _ => "mean, band min–max over seeds",
+    let fig_title = match panels.first() {
+        Some(p) if same_band => format!("{title} ({})", band_name(p.band)),
+        _ => title.to_string(),
     };
     let cols = 3.min(out.len());
-    let mut fig = Figure::new(Some(format!("{title} — {band}")), cols, 460.0, 380.0);
+    let mut fig = Figure::new(Some(fig_title), cols, 460.0, 380.0);
     fig.panels = out;
     fig.shared_legend = legend;
     write_figure(&fig, stem)

@@ -26,6 +26,8 @@
 //!
 //! All errors are [`PlotError`].
 
+#![warn(missing_docs)]
+
 mod chart;
 mod error;
 mod figures;

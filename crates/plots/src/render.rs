@@ -73,3 +73,25 @@ pub(crate) fn write_figure(fig: &Figure, stem: &Path) -> Result<PlotFiles> {
         svg: svg_path,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Text alone must leave ink: the font database holds only the embedded DejaVu faces, so
+    /// this fails if they were not loaded (resvg silently drops text without a font).
+    #[test]
+    fn text_renders_with_the_embedded_font_only() {
+        let svg = r#"<svg xmlns="http://www.w3.org/2000/svg" width="120" height="40"><rect width="100%" height="100%" fill="white"/><text x="5" y="28" font-size="24" font-family="DejaVu Sans, sans-serif">Ag 10²</text></svg>"#;
+        let png = svg_to_png(svg, Path::new("t.png")).unwrap();
+        let decoded = tiny_skia::Pixmap::decode_png(&png).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (240, 80));
+        let ink = decoded
+            .pixels()
+            .iter()
+            .filter(|p| p.red() < 128 && p.alpha() > 0)
+            .count();
+        assert!(ink > 300, "only {ink} dark pixels");
+        assert_eq!(fontdb().len(), 2);
+    }
+}

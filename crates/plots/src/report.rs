@@ -83,23 +83,31 @@ pub fn run_plots(run_dir: &Path) -> Result<Vec<NamedPlot>> {
         "Accuracy per fact type (Fig. 1B)",
         accuracy_plot(
             &metrics,
-            &format!("{name}: accuracy"),
+            &format!("{name}: accuracy per fact type"),
             &dir.join("accuracy"),
         ),
     )?;
     keep(
         "Cross-entropy per fact type",
-        loss_plot(&metrics, &format!("{name}: loss"), &dir.join("loss")),
+        loss_plot(
+            &metrics,
+            &format!("{name}: cross-entropy at the answer token"),
+            &dir.join("loss"),
+        ),
     )?;
     keep(
         "Dirichlet energy and OOD analogical accuracy (Fig. 6a)",
-        energy_plot(&metrics, &format!("{name}: energy"), &dir.join("energy")),
+        energy_plot(
+            &metrics,
+            &format!("{name}: Dirichlet energy vs OOD analogical accuracy"),
+            &dir.join("energy"),
+        ),
     )?;
     keep(
         "Functor geometry",
         geometry_plot(
             &metrics,
-            &format!("{name}: geometry"),
+            &format!("{name}: functor geometry"),
             &dir.join("geometry"),
         ),
     )?;
@@ -268,7 +276,6 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
         Some(p) => p.to_path_buf(),
         None => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&base).map_err(io_err("create dir", &base))?;
     let mut labels: Vec<String> = runs.iter().map(|r| run_label(r)).collect();
     for i in 0..labels.len() {
         if labels.iter().filter(|l| **l == labels[i]).count() > 1 {
@@ -279,6 +286,8 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
     for r in runs {
         metrics.push(RunMetrics::read(&r.join(METRICS_FILE))?);
     }
+    // Only after every run has read cleanly, so a typo in a path leaves nothing behind.
+    std::fs::create_dir_all(&base).map_err(io_err("create dir", &base))?;
     let mut plots = Vec::new();
     let mut html = String::new();
     let title = if runs.len() == 1 {
