@@ -28,6 +28,7 @@
 //! `n_head` heads, `head_dim` = `c / n_head`, `xs` activations, `key_pad` the `[b, t]` boolean
 //! mask that is `true` at PAD positions.
 
+pub mod ensemble;
 pub mod rope;
 
 use serde::{Deserialize, Serialize};
