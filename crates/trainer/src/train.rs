@@ -6,12 +6,14 @@
 //! one at each epoch's end (the epoch loss, which also catches a non-finite loss), and one per
 //! evaluation. Everything else stays on the device.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use gpt_rope::{Gpt, last_token_loss};
+use indicatif::{ProgressBar, ProgressStyle};
 use kg_data::{Dataset, Sampler};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -306,6 +308,18 @@ fn train_epochs(
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))
     };
+    // A bar on a terminal; elsewhere (logs, CI, sweeps) a plain line every `eval_every` epochs.
+    let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(t.epochs as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} epoch {pos}/{len} {elapsed_precise} eta {eta_precise} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_position(st.epoch as u64);
+        bar
+    });
     while st.epoch < t.epochs {
         let epoch = st.epoch + 1;
         let started = Instant::now();
@@ -386,13 +400,34 @@ fn train_epochs(
         sinks.flush();
 
         let last_epoch = epoch == t.epochs;
-        if !opts.quiet && (epoch % t.eval_every == 0 || last_epoch) {
-            println!(
-                "epoch {epoch}/{} step {} train CE {ce_epoch:.4}\n{}",
-                t.epochs,
-                st.global_step,
-                report.table()
-            );
+        let ood = report
+            .per_type
+            .get(&kg_data::FactType::OodAnalogical)
+            .map_or(f64::NAN, |m| m.acc);
+        let status = format!(
+            "step {} train CE {ce_epoch:.4} macro ACC {:.3} OOD analogical ACC {ood:.3}",
+            st.global_step, report.macro_acc
+        );
+        if let Some(bar) = &bar {
+            bar.set_position(epoch as u64);
+            bar.set_message(status.clone());
+        }
+        if epoch % t.eval_every == 0 || last_epoch {
+            if bar.is_none() {
+                tracing::info!("epoch {epoch}/{} {status}", t.epochs);
+            }
+            if !opts.quiet {
+                let table = format!(
+                    "epoch {epoch}/{} step {}\n{}",
+                    t.epochs,
+                    st.global_step,
+                    report.table()
+                );
+                match &bar {
+                    Some(bar) => bar.println(table),
+                    None => println!("{table}"),
+                }
+            }
         }
         let improved = st.best.is_none_or(|b| report.macro_ce < b);
         if improved {
@@ -407,6 +442,9 @@ fn train_epochs(
             }
         }
         st.summary.final_eval = Some(report);
+    }
+    if let Some(bar) = bar {
+        bar.finish();
     }
     Ok(())
 }
