@@ -1,0 +1,373 @@
+//! `sweep`: runs sweeps of the functor experiment and reproduces the paper's figures.
+//!
+//! Glue only: parse flags, read the sweep file, call the `sweep` library, print a table.
+//!
+//! ```text
+//! sweep run <FILE> [--jobs N] [--dry-run]          all experiments, N side by side
+//! sweep run-one <FILE> --index I                   experiment I (a Slurm array task)
+//! sweep slurm <FILE> [--dry-run] [resources]       write the sbatch job-array script
+//! sweep reproduce <FIGURE> [--scale small|full]    run a paper figure's sweep and draw it
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use sweep::runner::shell_line;
+use sweep::{Layout, RunOptions, Sweep, SweepSpec};
+
+/// Grid and random sweeps over the experiment's configuration keys, run as `train` processes.
+#[derive(Debug, Parser)]
+#[command(name = "sweep", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run every experiment of a sweep file (finished ones are skipped).
+    Run {
+        /// The sweep file.
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        exec: Exec,
+        /// List the experiments and their `train` commands; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run exactly one experiment, by index (what a Slurm array task runs).
+    RunOne {
+        /// The sweep file.
+        file: PathBuf,
+        /// Experiment index (as listed by `--dry-run`).
+        #[arg(long)]
+        index: usize,
+        #[command(flatten)]
+        common: Common,
+        /// libtorch threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// The `train` executable [default: next to this program, else on PATH].
+        #[arg(long, env = "SWEEP_TRAIN_BIN")]
+        train_bin: Option<PathBuf>,
+    },
+    /// Write a Slurm job-array script: one task per experiment.
+    Slurm {
+        /// The sweep file.
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Print the script instead of writing it (and generate no dataset).
+        #[arg(long)]
+        dry_run: bool,
+        /// Where to write the script [default: <out>/<sweep>/slurm/<sweep>.sbatch].
+        #[arg(long)]
+        script: Option<PathBuf>,
+        /// CPUs per task (also the libtorch threads of each run).
+        #[arg(long, default_value_t = 2)]
+        cpus_per_task: usize,
+        /// Memory per task.
+        #[arg(long, default_value = "8G")]
+        mem: String,
+        /// Time limit per task.
+        #[arg(long, default_value = "04:00:00")]
+        time: String,
+        /// GPUs per task (`--gres=gpu:N`).
+        #[arg(long, default_value_t = 0)]
+        gpus: usize,
+        /// Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// At most this many tasks at once.
+        #[arg(long)]
+        max_parallel: Option<usize>,
+        /// Extra line for the script header, verbatim (repeatable), e.g.
+        /// `--sbatch-line '#SBATCH --account=abc'`.
+        #[arg(long = "sbatch-line", value_name = "LINE")]
+        sbatch_lines: Vec<String>,
+        /// The `train` executable the tasks run [default: next to this program].
+        #[arg(long, env = "SWEEP_TRAIN_BIN")]
+        train_bin: Option<PathBuf>,
+    },
+    /// Run a paper figure's sweep (configs/paper/<FIGURE>.toml) and draw it.
+    Reproduce {
+        /// Figure name (e.g. fig3-batch) or a sweep file with a [reproduce] table.
+        figure: String,
+        /// `full` (the paper's setting, for a GPU) or a shrink the file defines (`small`).
+        #[arg(long, default_value = "full")]
+        scale: String,
+        /// Root of the run directories.
+        #[arg(long, default_value = "runs/paper")]
+        out: PathBuf,
+        /// Root of the dataset cache.
+        #[arg(long, default_value = "data/cache")]
+        cache: PathBuf,
+        #[command(flatten)]
+        exec: Exec,
+        /// List the experiments; run and draw nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only draw the figure from runs already there.
+        #[arg(long)]
+        plot_only: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// A shrink defined in the file's [reproduce.scale.*] tables, or `full`.
+    #[arg(long, default_value = "full")]
+    scale: String,
+    /// Root of the run directories (`<out>/<sweep>/<experiment>`).
+    #[arg(long, default_value = "runs/sweeps")]
+    out: PathBuf,
+    /// Root of the dataset cache.
+    #[arg(long, default_value = "data/cache")]
+    cache: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct Exec {
+    /// Experiments run side by side.
+    #[arg(long, short, default_value_t = 1)]
+    jobs: usize,
+    /// libtorch threads per run [default: max(1, cores / jobs)].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The `train` executable [default: next to this program, else on PATH].
+    #[arg(long, env = "SWEEP_TRAIN_BIN")]
+    train_bin: Option<PathBuf>,
+}
+
+fn load(file: &Path, scale: &str, out: &Path, cache: &Path) -> Result<Sweep> {
+    let spec = SweepSpec::load(file)?.scaled(scale)?;
+    let layout = Layout {
+        out_root: out.to_path_buf(),
+        cache_root: cache.to_path_buf(),
+    };
+    Ok(Sweep::new(spec, layout)?)
+}
+
+/// `train` next to this executable (cargo puts both in target/<profile>/), else on PATH.
+fn default_train_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("train")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("train"))
+}
+
+fn run_options(train_bin: Option<PathBuf>, jobs: usize, threads: Option<usize>) -> RunOptions {
+    let mut o = RunOptions::new(train_bin.unwrap_or_else(default_train_bin), jobs);
+    o.threads = threads;
+    o.verbose = true;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    // Children share the terminal's process group, so they get the Ctrl-C themselves and write
+    // their checkpoints; the sweep only stops starting new ones.
+    if ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: starting no further experiment (Ctrl-C again to abort)");
+    })
+    .is_ok()
+    {
+        o.stop = Some(stop);
+    }
+    o
+}
+
+fn print_plan(sweep: &Sweep, opts: &RunOptions) {
+    println!(
+        "sweep `{}` (scale {}): {} experiments, runs in {}",
+        sweep.spec.name,
+        sweep.spec.scale,
+        sweep.experiments.len(),
+        sweep.dir().display()
+    );
+    let desc = sweep::reproduce::sweep_scale_description(sweep);
+    if !desc.is_empty() {
+        println!("scale {}: {desc}", sweep.spec.scale);
+    }
+    let threads = opts.threads_per_job();
+    for e in &sweep.experiments {
+        println!("[{}] {}", e.index, e.name);
+        match &e.invalid {
+            Some(reason) => println!("    invalid: {reason}"),
+            None => println!(
+                "    {}",
+                shell_line(&opts.train_bin, &sweep.train_args(e, threads))
+            ),
+        }
+    }
+}
+
+fn finish(outcomes: &[sweep::Outcome]) -> ExitCode {
+    print!("{}", sweep::summary_table(outcomes));
+    if outcomes.iter().all(|o| o.status.is_complete()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::Run {
+            file,
+            common,
+            exec,
+            dry_run,
+        } => {
+            let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
+            let opts = run_options(exec.train_bin, exec.jobs, exec.threads);
+            if dry_run {
+                print_plan(&sweep, &opts);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let outcomes = sweep::run_sweep(&sweep, &opts)?;
+            Ok(finish(&outcomes))
+        }
+        Cmd::RunOne {
+            file,
+            index,
+            common,
+            threads,
+            train_bin,
+        } => {
+            let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
+            let opts = run_options(train_bin, 1, threads);
+            let outcome = sweep::run_one(&sweep, index, &opts)?;
+            Ok(finish(std::slice::from_ref(&outcome)))
+        }
+        Cmd::Slurm {
+            file,
+            common,
+            dry_run,
+            script,
+            cpus_per_task,
+            mem,
+            time,
+            gpus,
+            partition,
+            max_parallel,
+            sbatch_lines,
+            train_bin,
+        } => {
+            let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
+            let workdir = std::env::current_dir().context("reading the working directory")?;
+            let abs = |p: PathBuf| if p.is_absolute() { p } else { workdir.join(p) };
+            let options = sweep::slurm::SlurmOptions {
+                cpus_per_task,
+                mem,
+                time,
+                gpus,
+                partition,
+                max_parallel,
+                extra_lines: sbatch_lines,
+                sweep_bin: abs(std::env::current_exe().context("locating this program")?),
+                train_bin: abs(train_bin.unwrap_or_else(default_train_bin)),
+                workdir: workdir.clone(),
+                scale: common.scale.clone(),
+            };
+            let text = sweep::slurm::script(&sweep, &file, &options);
+            if dry_run {
+                print!("{text}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let failed = sweep::runner::prepare_datasets(&sweep, true);
+            for (dir, reason) in &failed {
+                eprintln!("warning: dataset {} failed: {reason}", dir.display());
+            }
+            let logs = sweep.dir().join("slurm");
+            std::fs::create_dir_all(&logs)
+                .with_context(|| format!("creating {}", logs.display()))?;
+            let path = script.unwrap_or_else(|| logs.join(format!("{}.sbatch", sweep.spec.name)));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "wrote {} ({} array tasks); submit with: sbatch {}",
+                path.display(),
+                sweep.experiments.len(),
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reproduce {
+            figure,
+            scale,
+            out,
+            cache,
+            exec,
+            dry_run,
+            plot_only,
+        } => {
+            let file =
+                sweep::reproduce::figure_file(&figure, Path::new(sweep::reproduce::PAPER_DIR))?;
+            let sweep = load(&file, &scale, &out, &cache)?;
+            if sweep.spec.reproduce.is_none() {
+                bail!("{}: no [reproduce] table", file.display());
+            }
+            let opts = run_options(exec.train_bin, exec.jobs, exec.threads);
+            if dry_run {
+                print_plan(&sweep, &opts);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let desc = sweep::reproduce::sweep_scale_description(&sweep);
+            if !desc.is_empty() {
+                eprintln!("scale {scale}: {desc}");
+            }
+            let outcomes = if plot_only {
+                Vec::new()
+            } else {
+                sweep::run_sweep(&sweep, &opts)?
+            };
+            if !outcomes.is_empty() {
+                print!("{}", sweep::summary_table(&outcomes));
+            }
+            let summary = sweep::reproduce::draw(&sweep, &outcomes)?;
+            println!("{}", summary.title);
+            println!(
+                "onset = first step where the mean over seeds of {} ≥ {}",
+                summary.onset_metric, summary.onset_threshold
+            );
+            for g in &summary.groups {
+                let fmt = |v: Option<u64>| v.map_or("none".to_string(), |s| s.to_string());
+                println!(
+                    "  {:<10} seeds {}  onset {:>6}  (per seed {})  final {}  max {}  paper {}",
+                    g.value,
+                    g.seeds,
+                    fmt(g.onset_step),
+                    g.onset_per_seed
+                        .iter()
+                        .map(|o| fmt(*o))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    g.final_mean.map_or("-".into(), |v| format!("{v:.2}")),
+                    g.max_mean.map_or("-".into(), |v| format!("{v:.2}")),
+                    g.paper_onset.map_or("-".into(), |v| format!("~{v}")),
+                );
+            }
+            println!("paper: {}", summary.paper);
+            println!("figure: {}", summary.png.display());
+            println!("summary: {}", sweep.dir().join("summary.json").display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Sweeps of the functor experiment (SPEC §6) and the paper's figures in one command (§8).
+//!
+//! A sweep file (TOML, see [`spec`]) names a base config, fixed keys, swept parameters (grid or
+//! seeded random) and training seeds. The crate expands it into experiments with readable names,
+//! generates each distinct dataset once into a cache, and runs the `train` binary once per
+//! experiment as a child process: side by side on one machine (`--jobs`), or as a Slurm job
+//! array whose tasks call `sweep run-one`. W&B sweep agents need nothing from here: they call
+//! `train --key=value` themselves (`configs/paper/wandb-sweep-example.yaml`).
+//!
+//! # Overview
+//! - [`SweepSpec`] (`spec`): the parsed, validated sweep file; every key is checked with
+//!   `RunConfig::is_key` and every value is applied to a `RunConfig`, so mistakes fail before
+//!   anything runs, naming the file and key. [`SweepSpec::scaled`] shrinks a figure's sweep.
+//! - [`Sweep`] / [`Experiment`] (`experiment`): the expansion against a [`Layout`]
+//!   (`<out>/<sweep>/<experiment>` run directories, `<cache>/<readable>-<hash>` datasets) and
+//!   the exact `train` command of each experiment.
+//! - `cache`: the dataset cache key ([`cache::data_key`]) and atomic generation.
+//! - `runner`: [`run_sweep`] / [`run_one`] with [`RunOptions`], the per-experiment [`Outcome`]
+//!   (appended to `sweep-status.jsonl`), skipping finished runs, resuming interrupted ones, and
+//!   [`summary_table`].
+//! - `slurm`: the job-array script ([`slurm::script`]).
+//! - `reproduce`: a finished figure sweep drawn with `plots::sweep_plot` plus `summary.json`
+//!   with onset estimates ([`reproduce::draw`]).
+//!
+//! # Invariants
+//! - The sweep never trains in-process: one `train` process per experiment, so one failure
+//!   cannot stop the others, and the sweep does not touch libtorch (it links the `trainer` crate
+//!   only for `RunConfig`, the one definition of the configuration keys).
+//! - Datasets are generated before runs start, serially, and written by rename, so runs never
+//!   race on a dataset.
+//! - Experiment `i` of a sweep file is the same experiment in `--dry-run`, `run`, `run-one
+//!   --index i` and the Slurm array: the expansion is a pure function of the file (and scale).
+//!
+//! A future batched multi-model trainer (several seeds or learning rates in one process) slots
+//! in at [`run_sweep`]: experiments whose configurations differ only in batched keys would be
+//! handed to it as one group instead of one process each; naming, caching, status and figures
+//! stay as they are.
+
+pub mod cache;
+mod error;
+pub mod experiment;
+pub mod reproduce;
+pub mod runner;
+pub mod slurm;
+pub mod spec;
+
+pub use error::{Result, SweepError};
+pub use experiment::{Experiment, Layout, Sweep};
+pub use runner::{Outcome, RunOptions, Status, run_one, run_sweep, summary_table};
+pub use spec::{Method, SweepSpec};

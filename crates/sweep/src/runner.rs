@@ -1,0 +1,494 @@
+//! Running experiments as `train` child processes: side by side with `--jobs`, skipping
+//! finished runs, resuming interrupted ones, recording every outcome.
+//!
+//! Each experiment is its own process, so a crash, a bad value or a non-finite loss in one run
+//! cannot take the others down; its stdout and stderr go to `train.stdout.log` and
+//! `train.stderr.log` in its run directory, and one JSON line per outcome is appended to
+//! `<sweep dir>/sweep-status.jsonl`.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use trainer::RunConfig;
+
+use crate::cache;
+use crate::error::{Result, io_err};
+use crate::experiment::{Experiment, Sweep};
+
+/// Name of the per-sweep outcome log.
+pub const STATUS_FILE: &str = "sweep-status.jsonl";
+/// Lines of a failed run's stderr kept in its status row.
+pub const TAIL_LINES: usize = 20;
+/// Exit status of `train` when interrupted (it wrote a `last` checkpoint first).
+const INTERRUPTED_EXIT: i32 = 130;
+
+/// How to run experiments.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Experiments run side by side.
+    pub jobs: usize,
+    /// libtorch threads per run; `None`: `max(1, cores / jobs)`.
+    pub threads: Option<usize>,
+    /// The `train` executable.
+    pub train_bin: PathBuf,
+    /// Raised (e.g. by Ctrl-C) to start no further experiment.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Print one line per started and finished experiment to stderr.
+    pub verbose: bool,
+}
+
+impl RunOptions {
+    /// Options running `train_bin` with `jobs` jobs and the default thread split.
+    pub fn new(train_bin: PathBuf, jobs: usize) -> Self {
+        Self {
+            jobs: jobs.max(1),
+            threads: None,
+            train_bin,
+            stop: None,
+            verbose: false,
+        }
+    }
+
+    /// libtorch threads per run.
+    pub fn threads_per_job(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| (available_cores() / self.jobs.max(1)).max(1))
+    }
+}
+
+/// Cores this process may use.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// What became of one experiment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    /// `train` ran to the last epoch.
+    Finished,
+    /// A finished run was found (`checkpoints/last` at the last epoch); nothing was run.
+    Skipped,
+    /// The combination is not a valid configuration.
+    Invalid {
+        /// The validation error.
+        reason: String,
+    },
+    /// Its dataset could not be generated.
+    DataFailed {
+        /// The error.
+        reason: String,
+    },
+    /// `train` could not start or exited with a failure.
+    Failed {
+        /// Exit code; none when it could not start or was killed by a signal.
+        exit_code: Option<i32>,
+        /// The last lines of its stderr (or why it could not start).
+        stderr_tail: Vec<String>,
+    },
+    /// `train` was interrupted (it wrote a checkpoint; a restarted sweep resumes it).
+    Interrupted,
+    /// Not started because the sweep was stopped.
+    NotStarted,
+}
+
+impl Status {
+    /// Short word for tables.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Finished => "finished",
+            Status::Skipped => "skipped",
+            Status::Invalid { .. } => "invalid",
+            Status::DataFailed { .. } => "data-failed",
+            Status::Failed { .. } => "failed",
+            Status::Interrupted => "interrupted",
+            Status::NotStarted => "not-started",
+        }
+    }
+
+    /// True when the run directory holds a complete run.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Status::Finished | Status::Skipped)
+    }
+}
+
+/// One row of `sweep-status.jsonl` and of the summary table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Experiment index.
+    pub index: usize,
+    /// Experiment name.
+    pub experiment: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub status: Status,
+    /// Wall time of the `train` process, seconds (0 when none ran).
+    pub seconds: f64,
+    /// The command that ran, when one did.
+    pub command: Option<String>,
+    /// Final `val/macro/ACC`, from the run's `metrics.jsonl`.
+    pub final_macro_acc: Option<f64>,
+    /// Final `val_ACC/ood_analogical`.
+    pub final_ood_analogical_acc: Option<f64>,
+}
+
+/// The completed epochs recorded by `<run_dir>/checkpoints/last/checkpoint.json`, with the
+/// configuration stored there; `None` when there is no readable sidecar.
+pub fn last_checkpoint(run_dir: &Path) -> Option<(u64, Option<RunConfig>)> {
+    let path = run_dir.join("checkpoints/last/checkpoint.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let epoch = v.get("epoch")?.as_u64()?;
+    let cfg = v
+        .get("config")
+        .and_then(|c| serde_json::from_value::<RunConfig>(c.clone()).ok());
+    Some((epoch, cfg))
+}
+
+/// True when the run directory holds a run finished at `epochs` epochs.
+pub fn is_finished(run_dir: &Path, epochs: usize) -> bool {
+    last_checkpoint(run_dir).is_some_and(|(e, _)| e >= epochs as u64)
+}
+
+/// Whether an unfinished checkpoint in the run directory can be resumed: it was written with the
+/// same configuration (thread count aside), so resuming gives the run the sweep asks for.
+fn resumable(e: &Experiment) -> bool {
+    match last_checkpoint(&e.run_dir) {
+        Some((_, Some(mut stored))) => {
+            stored.train.threads = e.config.train.threads;
+            stored == e.config
+        }
+        _ => false,
+    }
+}
+
+/// Generates every dataset the sweep needs, serially, before any run starts (parallel runs then
+/// only read them). Returns, per cache directory, the error of the ones that failed.
+pub fn prepare_datasets(sweep: &Sweep, verbose: bool) -> Vec<(PathBuf, String)> {
+    let mut failed = Vec::new();
+    for (dir, cfg) in sweep.datasets() {
+        match cache::ensure_dataset(&cfg, &dir) {
+            Ok(true) if verbose => eprintln!("generated dataset {}", dir.display()),
+            Ok(_) => {}
+            Err(e) => failed.push((dir, e.to_string())),
+        }
+    }
+    failed
+}
+
+/// Runs every experiment of the sweep (`opts.jobs` at a time) and returns their outcomes in
+/// sweep order. Failures of single experiments are outcomes, not errors.
+///
+/// # Errors
+/// Only when the sweep directory or the status log cannot be written.
+pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
+    let dir = sweep.dir();
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let data_failures = prepare_datasets(sweep, opts.verbose);
+    let status = Arc::new(StatusLog::open(&dir.join(STATUS_FILE))?);
+    let queue: Mutex<VecDeque<&Experiment>> = Mutex::new(sweep.experiments.iter().collect());
+    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+    let threads = opts.threads_per_job();
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.max(1).min(sweep.experiments.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
+                    let Some(e) = next else { break };
+                    let outcome = run_experiment(sweep, e, opts, threads, &data_failures);
+                    status.append(&outcome);
+                    if let Ok(mut r) = results.lock() {
+                        r.push(outcome);
+                    }
+                }
+            });
+        }
+    });
+    let mut out = results.into_inner().unwrap_or_default();
+    out.sort_by_key(|o| o.index);
+    if let Some(e) = status.error() {
+        return Err(e);
+    }
+    Ok(out)
+}
+
+/// Runs exactly experiment `index` (what one Slurm array task does), generating its dataset if
+/// missing, and records the outcome in the status log.
+///
+/// # Errors
+/// [`crate::SweepError::Index`] when out of range; status-log I/O errors.
+pub fn run_one(sweep: &Sweep, index: usize, opts: &RunOptions) -> Result<Outcome> {
+    let e = sweep.get(index)?;
+    let dir = sweep.dir();
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let mut data_failures = Vec::new();
+    if e.invalid.is_none()
+        && let Err(err) = cache::ensure_dataset(&e.config.data, &e.data_dir)
+    {
+        data_failures.push((e.data_dir.clone(), err.to_string()));
+    }
+    let status = StatusLog::open(&dir.join(STATUS_FILE))?;
+    let outcome = run_experiment(sweep, e, opts, opts.threads_per_job(), &data_failures);
+    status.append(&outcome);
+    if let Some(err) = status.error() {
+        return Err(err);
+    }
+    Ok(outcome)
+}
+
+fn run_experiment(
+    sweep: &Sweep,
+    e: &Experiment,
+    opts: &RunOptions,
+    threads: usize,
+    data_failures: &[(PathBuf, String)],
+) -> Outcome {
+    let mut out = Outcome {
+        index: e.index,
+        experiment: e.name.clone(),
+        status: Status::NotStarted,
+        seconds: 0.0,
+        command: None,
+        final_macro_acc: None,
+        final_ood_analogical_acc: None,
+    };
+    let say = |what: &str| {
+        if opts.verbose {
+            eprintln!(
+                "[{}/{}] {what} {}",
+                e.index + 1,
+                sweep.experiments.len(),
+                e.name
+            );
+        }
+    };
+    if let Some(reason) = &e.invalid {
+        out.status = Status::Invalid {
+            reason: reason.clone(),
+        };
+        say("invalid:");
+        return out;
+    }
+    if let Some((_, reason)) = data_failures.iter().find(|(d, _)| *d == e.data_dir) {
+        out.status = Status::DataFailed {
+            reason: reason.clone(),
+        };
+        say("dataset failed:");
+        return out;
+    }
+    if is_finished(&e.run_dir, e.config.train.epochs) {
+        out.status = Status::Skipped;
+        fill_finals(&mut out, &e.run_dir);
+        say("already finished:");
+        return out;
+    }
+    if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        return out;
+    }
+    let args = if resumable(e) {
+        vec![
+            "--resume".to_string(),
+            e.run_dir.display().to_string(),
+            "--set".into(),
+            format!("train.threads={threads}"),
+            "--quiet".into(),
+        ]
+    } else {
+        sweep.train_args(e, threads)
+    };
+    out.command = Some(shell_line(&opts.train_bin, &args));
+    say("start");
+    let started = Instant::now();
+    out.status = spawn_train(&opts.train_bin, &args, &e.run_dir);
+    out.seconds = started.elapsed().as_secs_f64();
+    fill_finals(&mut out, &e.run_dir);
+    say(&format!("{} ({:.1} s):", out.status.word(), out.seconds));
+    out
+}
+
+fn spawn_train(bin: &Path, args: &[String], run_dir: &Path) -> Status {
+    let cannot = |why: String| Status::Failed {
+        exit_code: None,
+        stderr_tail: vec![why],
+    };
+    if let Err(e) = std::fs::create_dir_all(run_dir) {
+        return cannot(format!("cannot create {}: {e}", run_dir.display()));
+    }
+    let err_path = run_dir.join("train.stderr.log");
+    let (Ok(stdout), Ok(stderr)) = (
+        File::create(run_dir.join("train.stdout.log")),
+        File::create(&err_path),
+    ) else {
+        return cannot(format!("cannot create the logs in {}", run_dir.display()));
+    };
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .status();
+    let exit = match child {
+        Ok(s) => s,
+        Err(e) => return cannot(format!("could not start {}: {e}", bin.display())),
+    };
+    match exit.code() {
+        Some(0) => Status::Finished,
+        Some(INTERRUPTED_EXIT) => Status::Interrupted,
+        code => Status::Failed {
+            exit_code: code,
+            stderr_tail: tail(&err_path, TAIL_LINES),
+        },
+    }
+}
+
+/// The last `n` lines of a text file (empty when unreadable).
+fn tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn fill_finals(out: &mut Outcome, run_dir: &Path) {
+    let Ok(m) = plots::RunMetrics::read(&run_dir.join(plots::METRICS_FILE)) else {
+        return;
+    };
+    if let Some(row) = m.last_epoch_row() {
+        out.final_macro_acc = row.get("val/macro/ACC").copied();
+        out.final_ood_analogical_acc = row.get("val_ACC/ood_analogical").copied();
+    }
+}
+
+/// A command as one line a shell would run (arguments single-quoted where needed).
+pub fn shell_line(bin: &Path, args: &[String]) -> String {
+    std::iter::once(bin.display().to_string())
+        .chain(args.iter().cloned())
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `s` quoted for a POSIX shell when it contains anything beyond a safe set.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-=,+/:@%".contains(c));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The append-only status log, shared by the job threads; the first write error is kept.
+struct StatusLog {
+    file: Mutex<File>,
+    path: PathBuf,
+    error: Mutex<Option<std::io::Error>>,
+}
+
+impl StatusLog {
+    fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        Ok(Self {
+            file: Mutex::new(file),
+            path: path.to_path_buf(),
+            error: Mutex::new(None),
+        })
+    }
+
+    fn append(&self, o: &Outcome) {
+        let mut line = serde_json::to_string(o).unwrap_or_default();
+        line.push('\n');
+        // One write per line: appends of a few hundred bytes stay whole even when several Slurm
+        // tasks share the file.
+        let res = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("status log lock poisoned"))
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = res
+            && let Ok(mut slot) = self.error.lock()
+        {
+            slot.get_or_insert(e);
+        }
+    }
+
+    fn error(&self) -> Option<crate::SweepError> {
+        let e = self.error.lock().ok()?.take()?;
+        Some(crate::SweepError::Io {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+}
+
+/// The final table: experiment, status, seconds, final macro ACC, final OOD analogical ACC.
+pub fn summary_table(outcomes: &[Outcome]) -> String {
+    let width = outcomes
+        .iter()
+        .map(|o| o.experiment.len())
+        .max()
+        .unwrap_or(0)
+        .max("experiment".len());
+    let num = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
+    let mut s = format!(
+        "{:<width$}  {:<12} {:>8}  {:>9}  {:>10}\n",
+        "experiment", "status", "seconds", "macro ACC", "OOD analog"
+    );
+    for o in outcomes {
+        s.push_str(&format!(
+            "{:<width$}  {:<12} {:>8.1}  {:>9}  {:>10}\n",
+            o.experiment,
+            o.status.word(),
+            o.seconds,
+            num(o.final_macro_acc),
+            num(o.final_ood_analogical_acc)
+        ));
+    }
+    let complete = outcomes.iter().filter(|o| o.status.is_complete()).count();
+    s.push_str(&format!("{complete}/{} complete\n", outcomes.len()));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("--set"), "--set");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(
+            shell_line(Path::new("/x/train"), &["--set".into(), "k=[1, 2]".into()]),
+            "/x/train --set 'k=[1, 2]'"
+        );
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.log");
+        std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(tail(&p, 2), vec!["c", "d"]);
+        assert_eq!(tail(&p, 10).len(), 4);
+        assert!(tail(&dir.path().join("none"), 3).is_empty());
+    }
+}
