@@ -22,6 +22,7 @@ pub mod analysis;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod ensemble;
 pub mod eval;
 pub mod optim;
 pub mod sink;

@@ -303,7 +303,7 @@ impl GradScaler {
     }
 
     /// Sets `found_inf` from `grads`.
-    fn check(&self, grads: &[Tensor]) {
+    pub fn check(&self, grads: &[Tensor]) {
         let mut bad = Tensor::zeros([], (Kind::Float, self.scale.device()));
         for g in grads {
             bad = bad + g.isfinite().logical_not().any().to_kind(Kind::Float);
@@ -313,7 +313,7 @@ impl GradScaler {
     }
 
     /// Adapts the scale after a step.
-    fn update(&mut self) {
+    pub fn update(&mut self) {
         let ok = 1.0 - &self.found_inf; // 1 when finite
         let tracker = (&self.growth_tracker + 1.0) * &ok;
         let grow = tracker.ge(self.growth_interval).to_kind(Kind::Float);
