@@ -128,55 +128,135 @@ impl MetricsSink for JsonlSink {
 }
 
 /// Sends rows to a W&B run (see the `wandb-http` crate); never blocks training.
+///
+/// Floats go out with [`wandb_http::Row::set_f64`], so a diverging loss shows on W&B as `NaN`
+/// instead of a gap: the trainer's rows hold `null` only where a metric was not finite (see
+/// [`row`]), and this sink sends such a `null` as `NaN` (±∞ were already folded into it).
+/// Integers (`global_step`, `epoch`) stay integers.
 pub struct WandbSink {
     run: Option<wandb_http::Run>,
+    finish_deadline: std::time::Duration,
+    report: FinishReportHandle,
 }
 
 impl std::fmt::Debug for WandbSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WandbSink")
             .field("active", &self.run.is_some())
+            .field("finish_deadline", &self.finish_deadline)
             .finish()
     }
 }
 
+/// A shared slot that receives the [`wandb_http::FinishReport`] when a [`WandbSink`] finishes, so
+/// a caller that handed the sink to [`crate::run`] can still see what was delivered.
+#[derive(Debug, Clone, Default)]
+pub struct FinishReportHandle(std::sync::Arc<std::sync::OnceLock<wandb_http::FinishReport>>);
+
+impl FinishReportHandle {
+    /// The report, once the sink has finished.
+    pub fn get(&self) -> Option<wandb_http::FinishReport> {
+        self.0.get().cloned()
+    }
+}
+
 impl WandbSink {
-    /// Wraps a started run.
+    /// Wraps a started run; finishing waits at most
+    /// [`crate::wandb::DEFAULT_FINISH_DEADLINE`].
     pub fn new(run: wandb_http::Run) -> Self {
-        Self { run: Some(run) }
+        Self {
+            run: Some(run),
+            finish_deadline: crate::wandb::DEFAULT_FINISH_DEADLINE,
+            report: FinishReportHandle::default(),
+        }
+    }
+
+    /// Sets how long [`MetricsSink::finish`] waits for the last rows and the exit code.
+    pub fn with_finish_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.finish_deadline = deadline;
+        self
     }
 
     /// The run's page, once the server has answered.
     pub fn url(&self) -> Option<String> {
         self.run.as_ref().and_then(|r| r.url())
     }
+
+    /// The W&B run id (`None` after finishing).
+    pub fn run_id(&self) -> Option<String> {
+        self.run.as_ref().map(|r| r.run_id().to_string())
+    }
+
+    /// Where the finish report will appear.
+    pub fn report_handle(&self) -> FinishReportHandle {
+        self.report.clone()
+    }
+}
+
+/// The W&B form of a trainer row: non-integer numbers as floats, `null` (a non-finite metric) as
+/// `NaN`, everything else unchanged.
+pub fn wandb_row(row: &Row) -> wandb_http::Row {
+    let mut out = wandb_http::Row::new();
+    for (key, value) in row {
+        match value {
+            Value::Number(n) if n.is_f64() => {
+                out.set_f64(key.clone(), n.as_f64().unwrap_or(f64::NAN));
+            }
+            Value::Null => {
+                out.set_f64(key.clone(), f64::NAN);
+            }
+            other => {
+                out.set(key.clone(), other.clone());
+            }
+        }
+    }
+    out
 }
 
 impl MetricsSink for WandbSink {
     fn log(&mut self, step: u64, row: &Row) {
         if let Some(run) = &self.run {
-            run.log(step, row.clone());
+            run.log(step, wandb_row(row));
         }
     }
 
     fn finish(&mut self, exit_code: i32) {
-        if let Some(run) = self.run.take() {
-            let url = run.url();
-            let report = run.finish(exit_code, std::time::Duration::from_secs(30));
-            tracing::info!(
-                "W&B: {} of {} history rows delivered, summary {}",
-                report.rows_delivered,
-                report.rows,
-                if report.summary_delivered {
-                    "delivered"
-                } else {
-                    "not delivered"
-                }
-            );
-            if let Some(url) = url {
-                eprintln!("W&B run: {url}");
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        let report = run.finish(exit_code, self.finish_deadline);
+        let outcome = if report.completed {
+            format!(
+                "run marked {} (exit code {exit_code})",
+                if exit_code == 0 { "finished" } else { "failed" }
+            )
+        } else if report.timed_out {
+            format!("exit code not confirmed within {:?}", self.finish_deadline)
+        } else {
+            "exit code not confirmed".to_string()
+        };
+        let summary = if report.summary_delivered {
+            "summary delivered"
+        } else {
+            "summary not delivered"
+        };
+        let line = format!(
+            "W&B: {} of {} history rows delivered, {summary}, {outcome}",
+            report.rows_delivered, report.rows
+        );
+        if report.completed && report.rows_lost == 0 {
+            tracing::info!("{line}");
+        } else {
+            match &report.failure {
+                Some(why) => tracing::warn!("{line}; {why}; metrics.jsonl has every row"),
+                None => tracing::warn!("{line}; metrics.jsonl has every row"),
             }
         }
+        if let Some(url) = &report.url {
+            eprintln!("W&B run: {url}");
+        }
+        // Only this method fills the slot, and `run.take()` above makes it run once.
+        let _ = self.report.0.set(report);
     }
 }
 
