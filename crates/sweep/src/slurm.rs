@@ -40,7 +40,9 @@ pub struct SlurmOptions {
 /// The sbatch script of `sweep` (read from `sweep_file`).
 pub fn script(sweep: &Sweep, sweep_file: &std::path::Path, o: &SlurmOptions) -> String {
     let n = sweep.experiments.len();
-    let logs = sweep.dir().join("slurm");
+    // Slurm opens the log files before the script runs, relative to where sbatch was called:
+    // anchor them at the working directory.
+    let logs = o.workdir.join(sweep.dir()).join("slurm");
     let mut s = String::from("#!/bin/bash\n");
     let mut sb = |line: String| {
         s.push_str("#SBATCH ");
