@@ -40,13 +40,13 @@ report +RUNS:
 
 # Run a sweep file: `just sweep configs/paper/fig2-entities.toml --jobs 2`.
 sweep *ARGS: setup
-    cargo build --release -p train
-    cargo run --release -p sweep -- {{ARGS}}
+    cargo build --release -p train -p sweep-cli
+    target/release/sweep {{ARGS}}
 
 # Reproduce a paper figure: `just reproduce fig2-entities --scale small`.
 reproduce NAME *ARGS: setup
-    cargo build --release -p train
-    cargo run --release -p sweep -- reproduce {{NAME}} {{ARGS}}
+    cargo build --release -p train -p sweep-cli
+    target/release/sweep reproduce {{NAME}} {{ARGS}}
 
 # Container checks: hadolint, shellcheck, compose config, run.sh option handling.
 docker-test:

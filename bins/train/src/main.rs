@@ -23,7 +23,7 @@ use trainer::{RunConfig, RunOptions, TrainError};
 /// Any configuration key can be given as a flag, e.g. `--num_entities 20 --n_layer 2`
 /// (see `configs/default.toml` for the keys).
 #[derive(Debug, Parser)]
-#[command(name = "train", version)]
+#[command(name = "train", version, rename_all = "snake_case")]
 struct Cli {
     /// TOML configuration file ([data], [model], [train], [wandb] tables).
     #[arg(long)]

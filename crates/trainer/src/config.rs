@@ -204,6 +204,8 @@ pub struct RunConfig {
 }
 
 const TABLES: [&str; 4] = ["data", "model", "train", "wandb"];
+/// Where an unqualified key is looked up first: `train` before `data`, for `seed`.
+const LOOKUP_ORDER: [&str; 4] = ["train", "model", "wandb", "data"];
 
 impl RunConfig {
     /// Reads a TOML file; unknown tables or keys are errors naming the file and key.
@@ -244,8 +246,12 @@ impl RunConfig {
         let mut tree = toml::Value::try_from(&*self).map_err(|e| err(e.to_string()))?;
         let (table, name) = match key.split_once('.') {
             Some((t, k)) if TABLES.contains(&t) => (t.to_string(), k.to_string()),
+            // `data_seed` is the flat name of the generator's seed (as in `flat()`).
+            _ if key == "data_seed" => ("data".to_string(), "seed".to_string()),
             _ => {
-                let table = TABLES
+                // `seed` is in [data] and [train]: the plain name is the training seed, as in the
+                // original's flags.
+                let table = LOOKUP_ORDER
                     .iter()
                     .find(|t| Self::table_keys(t).contains(&key))
                     .ok_or_else(|| err(format!("unknown key `{key}`")))?;
@@ -269,6 +275,9 @@ impl RunConfig {
 
     /// Whether `key` (flat, or `table.key`) is a configuration key.
     pub fn is_key(key: &str) -> bool {
+        if key == "data_seed" {
+            return true;
+        }
         match key.split_once('.') {
             Some((t, k)) => Self::table_keys(t).contains(&k),
             None => TABLES.iter().any(|t| Self::table_keys(t).contains(&key)),
@@ -448,6 +457,7 @@ mod tests {
         c.set("run_name", "abc", "flag").unwrap();
         c.set("sub_size", "4", "flag").unwrap();
         c.set("data.seed", "7", "flag").unwrap();
+        c.set("seed", "3", "flag").unwrap();
         c.set("optimizer", "adamw", "flag").unwrap();
         assert_eq!(c.train.lr, 1e-3);
         assert_eq!(c.model.d_model, 64);
@@ -457,7 +467,9 @@ mod tests {
         assert_eq!(c.wandb.run_name.as_deref(), Some("abc"));
         assert_eq!(c.data.sub_size, Some(4));
         assert_eq!(c.data.seed, 7);
-        assert_eq!(c.train.seed, 42);
+        assert_eq!(c.train.seed, 3);
+        c.set("data_seed", "9", "--data_seed").unwrap();
+        assert_eq!((c.data.seed, c.train.seed), (9, 3));
         assert_eq!(c.train.optimizer, OptimizerKind::Adamw);
     }
 

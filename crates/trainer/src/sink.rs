@@ -127,6 +127,9 @@ impl MetricsSink for JsonlSink {
     }
 }
 
+/// How long the end of a run waits for a W&B server that never answered the run's creation.
+pub const UNREACHED_FINISH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Sends rows to a W&B run (see the `wandb-http` crate); never blocks training.
 ///
 /// Floats go out with [`wandb_http::Row::set_f64`], so a diverging loss shows on W&B as `NaN`
@@ -224,14 +227,21 @@ impl MetricsSink for WandbSink {
         let Some(run) = self.run.take() else {
             return;
         };
-        let report = run.finish(exit_code, self.finish_deadline);
+        // A run the server never created (down or hanging since the start) has nothing to flush
+        // that could still arrive in time: waiting the whole deadline would only delay the exit.
+        let deadline = if run.url().is_some() {
+            self.finish_deadline
+        } else {
+            self.finish_deadline.min(UNREACHED_FINISH_DEADLINE)
+        };
+        let report = run.finish(exit_code, deadline);
         let outcome = if report.completed {
             format!(
                 "run marked {} (exit code {exit_code})",
                 if exit_code == 0 { "finished" } else { "failed" }
             )
         } else if report.timed_out {
-            format!("exit code not confirmed within {:?}", self.finish_deadline)
+            format!("exit code not confirmed within {deadline:?}")
         } else {
             "exit code not confirmed".to_string()
         };
