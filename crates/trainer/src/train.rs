@@ -123,6 +123,10 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
 
 /// Trains according to `cfg` (already validated or not: it is validated here).
 ///
+/// Initialisation and dropout draw from libtorch's generator, which is global to the process
+/// (seeded here from `seed`): runs are reproducible one at a time per process, which is how
+/// `train` and the sweep tool run them.
+///
 /// # Errors
 /// Configuration, data, I/O and checkpoint errors; [`TrainError::NonFinite`] when the loss
 /// stops being finite (the last good checkpoint is kept); [`TrainError::Interrupted`] when the

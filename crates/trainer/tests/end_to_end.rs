@@ -21,6 +21,16 @@ fn tiny(dir: &Path, name: &str) -> RunConfig {
     cfg
 }
 
+/// libtorch's random generator is global to the process: runs that initialise models or draw
+/// dropout masks at the same time interleave their draws. Tests that compare runs take this lock.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn quiet() -> RunOptions {
     RunOptions {
         quiet: true,
@@ -38,6 +48,7 @@ fn rows(path: &Path) -> Vec<Value> {
 
 #[test]
 fn tiny_graph_is_memorised_within_200_steps() {
+    let _rng = rng_lock();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tiny(tmp.path(), "run");
     let summary = trainer::run(cfg.clone(), quiet()).unwrap();
@@ -105,6 +116,7 @@ fn tiny_graph_is_memorised_within_200_steps() {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
+    let _rng = rng_lock();
     let tmp = tempfile::tempdir().unwrap();
     let mut straight = tiny(tmp.path(), "straight");
     straight.train.epochs = 6;
@@ -137,6 +149,7 @@ fn resumed_run_equals_uninterrupted_run() {
 
 #[test]
 fn resume_rejects_a_different_model() {
+    let _rng = rng_lock();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = tiny(tmp.path(), "run");
     cfg.train.epochs = 1;
@@ -155,6 +168,7 @@ fn resume_rejects_a_different_model() {
 
 #[test]
 fn python_fixture_dataset_trains_and_reports_every_type() {
+    let _rng = rng_lock();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = RunConfig::default();
     cfg.train.data_dir = repo().join("../shared/fixtures/python-dataset-e10");
@@ -183,6 +197,7 @@ fn python_fixture_dataset_trains_and_reports_every_type() {
 
 #[test]
 fn a_non_finite_loss_stops_the_run() {
+    let _rng = rng_lock();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = tiny(tmp.path(), "run");
     cfg.train.epochs = 3;
@@ -193,6 +208,7 @@ fn a_non_finite_loss_stops_the_run() {
 
 #[test]
 fn missing_dataset_is_generated_from_the_data_table() {
+    let _rng = rng_lock();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = tiny(tmp.path(), "run");
     cfg.train.epochs = 1;
