@@ -402,7 +402,10 @@ impl GptEnsemble {
 
     /// `ln_f` then each member's head: `[K, n, c]` → `[K, n, v]`.
     fn project(&self, xs: &Tensor) -> Tensor {
-        self.ln_f.forward(xs).bmm(&self.head.transpose(1, 2))
+        let xs = self.ln_f.forward(xs); // (K, n, c)
+        // Head first (`U·xᵀ`), so that the backward writes the `[K, v, c]` head gradient in the
+        // head's own layout; `x·Uᵀ` would produce it transposed and copy the whole table.
+        self.head.bmm(&xs.transpose(1, 2)).transpose(1, 2) // (K, n, v)
     }
 
     /// Logits at every position of every member.
@@ -426,7 +429,7 @@ impl GptEnsemble {
         let (b, t, xs) = self.trunk(ids, key_pad, train)?;
         Ok(self
             .project(&xs)
-            .view([self.members, b, t, self.cfg.vocab_size]))
+            .reshape([self.members, b, t, self.cfg.vocab_size]))
     }
 
     /// Logits at one position per row of every member (the last-token path of
@@ -471,7 +474,7 @@ pub fn member_losses(logits: &Tensor, targets: &Tensor) -> Tensor {
     let (k, b, v) = logits.size3().unwrap_or((1, 1, 1));
     logits
         .to_kind(Kind::Float)
-        .view([k * b, v])
+        .reshape([k * b, v])
         .cross_entropy_loss::<Tensor>(
             &targets.reshape([k * b]),
             None,

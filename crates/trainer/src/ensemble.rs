@@ -498,7 +498,7 @@ impl Ensemble {
                 if due.iter().any(|&d| d) {
                     let m = tch::no_grad(|| {
                         row_metrics(
-                            &logits.detach().view([k * len, v]),
+                            &logits.detach().reshape([k * len, v]),
                             &answers.reshape([k * len]),
                         )
                         .view([k, len, 3])

@@ -13,6 +13,10 @@ use trainer::ensemble::{EnsembleAdam, EnsembleOptions, compatible, run_ensemble}
 use trainer::optim::{Adam, AdamConfig};
 use trainer::{DeviceChoice, GeometrySchedule, OptimizerKind, RunConfig, RunOptions, TrainError};
 
+/// Tests seed and draw from libtorch's global generator; they take turns so that one test's
+/// draws cannot land between another's `manual_seed` and its initialisation.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn tiny(root: &Path, name: &str) -> RunConfig {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
     let mut cfg = RunConfig::from_file(&path).unwrap();
@@ -70,6 +74,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn three_batched_members_equal_three_separate_runs() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let separate = members(root, "separate");
@@ -185,6 +190,7 @@ fn three_batched_members_equal_three_separate_runs() {
 
 #[test]
 fn per_member_fused_adam_equals_separate_adams() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(4);
     let shapes: [&[i64]; 3] = [&[5, 3], &[7], &[2, 2, 2]];
     let k = 3;
