@@ -574,7 +574,9 @@ impl Gpt {
 
     /// `ln_f` then the head: `[…, c]` → `[…, v]`.
     fn project(&self, xs: &Tensor) -> Tensor {
-        self.ln_f.forward(xs).matmul(&self.head.tr())
+        // `linear` (not `matmul` with a transposed view): its backward writes the head's gradient
+        // directly in the `[v, c]` layout of the weight, with no transposed copy.
+        self.ln_f.forward(xs).linear::<Tensor>(&self.head, None)
     }
 }
 

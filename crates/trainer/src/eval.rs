@@ -88,8 +88,14 @@ impl EvalReport {
 /// Per-row loss, correctness and probability of the answer for `logits` `[b, v]` and `answers`
 /// `[b]`: returns `[b, 3]` float32 columns (CE, ACC ∈ {0, 1}, PROB).
 pub fn row_metrics(logits: &Tensor, answers: &Tensor) -> Tensor {
-    let logp = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float); // (b, v)
-    let target_logp = logp.gather(1, &answers.unsqueeze(1), false).squeeze_dim(1); // (b)
+    let logits = logits.to_kind(Kind::Float);
+    // log p(answer) = logit(answer) − logsumexp(logits): two reads of the `[b, v]` logits (this
+    // and the argmax) instead of materialising the whole log-softmax.
+    let lse = logits.logsumexp([-1], false); // (b)
+    let target_logp = logits
+        .gather(1, &answers.unsqueeze(1), false)
+        .squeeze_dim(1)
+        - lse; // (b)
     let correct = logits
         .argmax(-1, false)
         .eq_tensor(answers)
@@ -150,5 +156,49 @@ pub fn report_from_sums(sums: &[f32], counts: &[usize; 7]) -> EvalReport {
         per_type,
         macro_ce,
         macro_acc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_metrics_by_hand() {
+        // Row 0: logits (0, ln 3, −∞) → p = (1/4, 3/4, 0); answer 1 is the argmax.
+        // Row 1: logits (2, 0, 0) with answer 2 → p(2) = 1/(e² + 2), not the argmax.
+        let logits =
+            Tensor::from_slice(&[0.0f32, 3f32.ln(), f32::NEG_INFINITY, 2.0, 0.0, 0.0]).view([2, 3]);
+        let answers = Tensor::from_slice(&[1i64, 2]);
+        let m: Vec<f32> = Vec::try_from(row_metrics(&logits, &answers).flatten(0, -1)).unwrap();
+        let p1 = 1.0 / (2f64.exp() + 2.0);
+        let want = [-(0.75f64.ln()), 1.0, 0.75, -p1.ln(), 0.0, p1];
+        for (g, w) in m.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{m:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn report_from_sums_averages_per_type_and_over_types_present() {
+        let mut sums = [0f32; 21];
+        let mut counts = [0usize; 7];
+        // id_atomic: 4 rows, CE sum 2, 3 correct, PROB sum 2; ood_analogical: 2 rows, CE sum 50.
+        (sums[0], sums[1], sums[2], counts[0]) = (2.0, 3.0, 2.0, 4);
+        (sums[18], sums[19], sums[20], counts[6]) = (50.0, 0.0, 0.0, 2);
+        let r = report_from_sums(&sums, &counts);
+        assert_eq!(r.per_type.len(), 2);
+        let a = r.per_type[&FactType::IdAtomic];
+        assert_eq!((a.ce, a.acc, a.prob, a.n), (0.5, 0.75, 0.5, 4));
+        assert!((a.ppl - 0.5f64.exp()).abs() < 1e-12);
+        let o = r.per_type[&FactType::OodAnalogical];
+        assert_eq!(o.ppl, 20f64.exp(), "PPL is exp(min(CE, 20))");
+        assert_eq!(r.macro_ce, (0.5 + 25.0) / 2.0);
+        assert_eq!(r.macro_acc, 0.75 / 2.0);
+        let row = r.to_row();
+        assert!(
+            row.iter()
+                .any(|(k, v)| k == "val_N/ood_analogical" && *v == 2.0)
+        );
+        assert!(!row.iter().any(|(k, _)| k.ends_with("/id_compositional")));
     }
 }
