@@ -18,7 +18,8 @@ struct Args {
     /// TOML config file; only its `[data]` table is read.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output directory [default: data/composition_functor.<E>.<R>.<S>].
+    /// Output directory [default: data/composition_functor.N.R.S, from the entity, relation and
+    /// sub_size counts].
     #[arg(long = "output_dir", alias = "output-dir")]
     output_dir: Option<PathBuf>,
     /// Total number of entities.

@@ -1,7 +1,7 @@
 //! `report`: plots and an HTML page from one or more run directories.
 //!
 //! `report <run_dir>... [--out <file.html>] [--plots-only]`. Plots go into each `<run>/plots/`;
-//! the page defaults to `<run>/report.html` for one run and `./report.html` for several.
+//! the page defaults to `RUN/report.html` for one run and `./report.html` for several.
 
 use std::path::PathBuf;
 
@@ -15,10 +15,10 @@ struct Args {
     /// Run directories (each with a metrics.jsonl).
     #[arg(required = true)]
     runs: Vec<PathBuf>,
-    /// Where to write the HTML page [default: <run>/report.html for one run, ./report.html for several].
+    /// Where to write the HTML page [default: RUN/report.html for one run, ./report.html for several].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only write each run's plots into <run>/plots/, no HTML page.
+    /// Only write each run's plots into RUN/plots/, no HTML page.
     #[arg(long)]
     plots_only: bool,
 }

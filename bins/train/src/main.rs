@@ -25,14 +25,14 @@ use trainer::{RunConfig, RunOptions, TrainError};
 #[derive(Debug, Parser)]
 #[command(name = "train", version, rename_all = "snake_case")]
 struct Cli {
-    /// TOML configuration file ([data], [model], [train], [wandb] tables).
+    /// TOML configuration file (tables data, model, train and wandb).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint (its config.toml is the base;
     /// flags such as --epochs still apply).
     #[arg(long, value_name = "SAVE_DIR")]
     resume: Option<PathBuf>,
-    /// Dataset directory (generated from [data] when it holds no dataset).
+    /// Dataset directory (generated from the data table when it holds no dataset).
     #[arg(long)]
     data_dir: Option<String>,
     /// Run directory: config, metrics, checkpoints, plots.

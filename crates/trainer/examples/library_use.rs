@@ -45,8 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 2. The model on its own: parameter count of this configuration.
-    let mut cfg = RunConfig::default();
-    cfg.data = data;
+    let mut cfg = RunConfig {
+        data,
+        ..RunConfig::default()
+    };
     cfg.model.d_model = 64;
     let gpt = cfg.model.gpt(ds.vocab.len() as i64);
     let vs = VarStore::new(Device::Cpu);

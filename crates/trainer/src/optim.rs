@@ -309,10 +309,10 @@ impl GradScaler {
     pub fn check(&self, grads: &[Tensor]) {
         let mut bad = Tensor::zeros([], (Kind::Float, self.scale.device()));
         for g in grads {
-            bad = bad + g.isfinite().logical_not().any().to_kind(Kind::Float);
+            bad += g.isfinite().logical_not().any().to_kind(Kind::Float);
         }
         let mut found = self.found_inf.shallow_clone();
-        let _ = found.copy_(&bad.clamp_max(1.0));
+        found.copy_(&bad.clamp_max(1.0));
     }
 
     /// Adapts the scale after a step.
@@ -322,7 +322,7 @@ impl GradScaler {
         let grow = tracker.ge(self.growth_interval).to_kind(Kind::Float);
         let factor = &ok * (1.0 + &grow) + &self.found_inf * 0.5;
         let _ = self.scale.g_mul_(&factor);
-        let _ = self.growth_tracker.copy_(&(tracker * (1.0 - grow)));
+        self.growth_tracker.copy_(&(tracker * (1.0 - grow)));
     }
 }
 
@@ -430,6 +430,37 @@ mod tests {
     #[test]
     fn fused_adamw_matches_the_reference_formula() {
         fused_matches_reference(OptimizerKind::Adamw);
+    }
+
+    #[test]
+    fn loss_scaling_gives_the_unscaled_update_and_skips_non_finite_steps() {
+        let cfg = AdamConfig::new(OptimizerKind::Adam, 0.0);
+        let make = || Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
+        let (p, q) = (make(), make());
+        let mut plain = Adam::new(vec![("w".into(), p.shallow_clone())], cfg);
+        let mut scaled = Adam::new(vec![("w".into(), q.shallow_clone())], cfg);
+        let mut scaler = GradScaler::new(Device::Cpu);
+        let target = Tensor::from_slice(&[0.5f32, 0.5, 0.5]);
+        (&p - &target).square().sum(Kind::Float).backward();
+        plain.step(0.1).unwrap();
+        scaler
+            .scale_loss(&(&q - &target).square().sum(Kind::Float))
+            .backward();
+        scaled.step_scaled(0.1, Some(&mut scaler)).unwrap();
+        assert!(p.allclose(&q, 1e-6, 1e-7, false), "{p} vs {q}");
+        assert_eq!(scaler.scale.double_value(&[]), 65536.0);
+
+        // An infinite gradient: weights unchanged, scale halved.
+        let before = q.detach().copy();
+        scaled.zero_grad();
+        (&q * f64::INFINITY).sum(Kind::Float).backward();
+        scaled.step_scaled(0.1, Some(&mut scaler)).unwrap();
+        assert!(
+            q.equal(&before),
+            "a non-finite step must not change the weights"
+        );
+        assert_eq!(scaler.found_inf.double_value(&[]), 1.0);
+        assert_eq!(scaler.scale.double_value(&[]), 32768.0);
     }
 
     #[test]
