@@ -25,6 +25,7 @@
 //! for all members at once: each member gets independent masks, but not the masks its separate
 //! run would draw.
 
+use crate::init_normal;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::{Gpt, GptConfig, ModelError, Rope};
@@ -50,13 +51,6 @@ impl Linear {
             Some(bs) => bs.unsqueeze(1).baddbmm(xs, &wt, 1.0, 1.0), // (K, n, out)
             None => xs.bmm(&wt),                                    // (K, n, out)
         }
-    }
-}
-
-fn init_normal() -> nn::Init {
-    nn::Init::Randn {
-        mean: 0.0,
-        stdev: 0.02,
     }
 }
 

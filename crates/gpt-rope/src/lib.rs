@@ -212,7 +212,7 @@ impl Linear {
 }
 
 /// `N(0, 0.02)`, the GPT-2 initialisation of every Linear and Embedding weight.
-fn init_normal() -> nn::Init {
+pub(crate) fn init_normal() -> nn::Init {
     nn::Init::Randn {
         mean: 0.0,
         stdev: 0.02,

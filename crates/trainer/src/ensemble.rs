@@ -37,33 +37,12 @@ use tch::{Device, Kind, Tensor, nn::VarStore};
 use crate::TrainError;
 use crate::analysis::{Analysis, GeometryClock};
 use crate::checkpoint::{self, Sidecar};
-use crate::config::{OptimizerKind, RunConfig};
+use crate::config::RunConfig;
 use crate::data::{DeviceData, Split};
 use crate::eval::{EvalReport, MAX_LOGIT_ELEMENTS, report_from_sums, row_metrics};
-use crate::optim::{AdamConfig, GradScaler, lr_at};
+use crate::optim::{AdamConfig, FusedGroup, GradScaler, fused_adam, lr_at};
 use crate::sink::{JsonlSink, MetricsSink, Sinks, row};
 use crate::train::{BEST, LAST, RunSummary, epoch_order, load_or_generate, select_device};
-
-unsafe extern "C" {
-    fn trainer_fused_adam(
-        params: *mut *mut torch_sys::C_tensor,
-        grads: *mut *mut torch_sys::C_tensor,
-        exp_avgs: *mut *mut torch_sys::C_tensor,
-        exp_avg_sqs: *mut *mut torch_sys::C_tensor,
-        state_steps: *mut *mut torch_sys::C_tensor,
-        n: usize,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-        eps: f64,
-        decoupled: i32,
-        grad_scale: *mut torch_sys::C_tensor,
-        found_inf: *mut torch_sys::C_tensor,
-        err: *mut std::ffi::c_char,
-        err_len: usize,
-    ) -> i32;
-}
 
 /// Keys that may differ between the members of one ensemble: they act per member (optimiser,
 /// seed, logging, checkpoints, analysis schedule, run directory, W&B identity). Every other key
@@ -776,11 +755,13 @@ impl EnsembleAdam {
                     s.check(&grads);
                 }
                 fused_adam(
-                    &params,
-                    &grads,
-                    &exp_avgs,
-                    &exp_avg_sqs,
-                    &steps,
+                    &FusedGroup {
+                        params: &params.iter().collect::<Vec<_>>(),
+                        grads: &grads.iter().collect::<Vec<_>>(),
+                        exp_avgs: &exp_avgs.iter().collect::<Vec<_>>(),
+                        exp_avg_sqs: &exp_avg_sqs.iter().collect::<Vec<_>>(),
+                        steps: &steps,
+                    },
                     lrs[k],
                     cfg,
                     scaler.as_deref(),
@@ -809,66 +790,4 @@ impl EnsembleAdam {
         out.push(("optimizer_steps".into(), Tensor::from(self.taken as i64)));
         out
     }
-}
-
-/// One call of the fused kernel over `params` with matching gradients, moments and step
-/// counters.
-#[allow(clippy::too_many_arguments)]
-fn fused_adam(
-    params: &[Tensor],
-    grads: &[Tensor],
-    exp_avgs: &[Tensor],
-    exp_avg_sqs: &[Tensor],
-    steps: &[&Tensor],
-    lr: f64,
-    cfg: &AdamConfig,
-    scaler: Option<&GradScaler>,
-) -> Result<(), TrainError> {
-    let ptrs = |ts: &[Tensor]| -> Vec<*mut torch_sys::C_tensor> {
-        ts.iter().map(|t| t.as_ptr() as *mut _).collect()
-    };
-    let mut p = ptrs(params);
-    let mut g = ptrs(grads);
-    let mut m = ptrs(exp_avgs);
-    let mut v = ptrs(exp_avg_sqs);
-    let mut s: Vec<*mut torch_sys::C_tensor> = steps.iter().map(|t| t.as_ptr() as *mut _).collect();
-    let (scale_ptr, inf_ptr) = match scaler {
-        Some(sc) => (sc.scale.as_ptr() as *mut _, sc.found_inf.as_ptr() as *mut _),
-        None => (std::ptr::null_mut(), std::ptr::null_mut()),
-    };
-    let mut err = vec![0 as std::ffi::c_char; 512];
-    // SAFETY: every pointer is a live `at::Tensor*` owned by the slices above, which outlive the
-    // call; the five arrays hold `params.len()` entries each; `err` has `err.len()` bytes and the
-    // shim writes a NUL-terminated string within them.
-    let rc = unsafe {
-        trainer_fused_adam(
-            p.as_mut_ptr(),
-            g.as_mut_ptr(),
-            m.as_mut_ptr(),
-            v.as_mut_ptr(),
-            s.as_mut_ptr(),
-            params.len(),
-            lr,
-            cfg.betas.0,
-            cfg.betas.1,
-            cfg.weight_decay,
-            cfg.eps,
-            i32::from(cfg.kind == OptimizerKind::Adamw),
-            scale_ptr,
-            inf_ptr,
-            err.as_mut_ptr(),
-            err.len(),
-        )
-    };
-    if rc != 0 {
-        let bytes: Vec<u8> = err
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        return Err(TrainError::Optimizer(
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ));
-    }
-    Ok(())
 }

@@ -164,58 +164,25 @@ impl Adam {
             for &i in &active {
                 let _ = self.slots[i].step.g_add_scalar_(1.0);
             }
-            let ptrs = |f: &dyn Fn(&Slot) -> &Tensor| -> Vec<*mut torch_sys::C_tensor> {
-                active
-                    .iter()
-                    .map(|&i| f(&self.slots[i]).as_ptr() as *mut _)
-                    .collect()
+            let pick = |f: fn(&Slot) -> &Tensor| -> Vec<&Tensor> {
+                active.iter().map(|&i| f(&self.slots[i])).collect()
             };
-            let mut params = ptrs(&|s| &s.param);
-            let mut exp_avgs = ptrs(&|s| &s.exp_avg);
-            let mut exp_avg_sqs = ptrs(&|s| &s.exp_avg_sq);
-            let mut steps = ptrs(&|s| &s.step);
-            let mut grad_ptrs: Vec<_> = grads.iter().map(|g| g.as_ptr() as *mut _).collect();
-            let (scale_ptr, inf_ptr) = match &scaler {
-                Some(s) => {
-                    s.check(&grads);
-                    (s.scale.as_ptr() as *mut _, s.found_inf.as_ptr() as *mut _)
-                }
-                None => (std::ptr::null_mut(), std::ptr::null_mut()),
-            };
-            let mut err = vec![0 as c_char; 512];
-            // SAFETY: every pointer is a live `at::Tensor*` owned by `self.slots` or `grads`,
-            // which outlive the call; the arrays hold `active.len()` entries each; `err` has
-            // `err.len()` bytes and the shim writes a NUL-terminated string within them.
-            let rc = unsafe {
-                trainer_fused_adam(
-                    params.as_mut_ptr(),
-                    grad_ptrs.as_mut_ptr(),
-                    exp_avgs.as_mut_ptr(),
-                    exp_avg_sqs.as_mut_ptr(),
-                    steps.as_mut_ptr(),
-                    active.len(),
-                    lr,
-                    self.cfg.betas.0,
-                    self.cfg.betas.1,
-                    self.cfg.weight_decay,
-                    self.cfg.eps,
-                    i32::from(self.cfg.kind == OptimizerKind::Adamw),
-                    scale_ptr,
-                    inf_ptr,
-                    err.as_mut_ptr(),
-                    err.len(),
-                )
-            };
-            if rc != 0 {
-                let bytes: Vec<u8> = err
-                    .iter()
-                    .take_while(|&&c| c != 0)
-                    .map(|&c| c as u8)
-                    .collect();
-                return Err(TrainError::Optimizer(
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                ));
+            let grads: Vec<&Tensor> = grads.iter().collect();
+            if let Some(s) = &scaler {
+                s.check_refs(&grads);
             }
+            fused_adam(
+                &FusedGroup {
+                    params: &pick(|s| &s.param),
+                    grads: &grads,
+                    exp_avgs: &pick(|s| &s.exp_avg),
+                    exp_avg_sqs: &pick(|s| &s.exp_avg_sq),
+                    steps: &pick(|s| &s.step),
+                },
+                lr,
+                &self.cfg,
+                scaler.as_deref(),
+            )?;
             if let Some(s) = scaler {
                 s.update();
             }
@@ -275,6 +242,92 @@ impl Adam {
     }
 }
 
+/// The tensors of one fused optimiser call: parameters with their gradients, moments and step
+/// counters, index by index.
+#[derive(Debug)]
+pub struct FusedGroup<'a> {
+    /// Parameters, updated in place.
+    pub params: &'a [&'a Tensor],
+    /// Their gradients.
+    pub grads: &'a [&'a Tensor],
+    /// First moments, updated in place.
+    pub exp_avgs: &'a [&'a Tensor],
+    /// Second moments, updated in place.
+    pub exp_avg_sqs: &'a [&'a Tensor],
+    /// Step counters (float32 scalars), already incremented for this step.
+    pub steps: &'a [&'a Tensor],
+}
+
+/// One call into libtorch's fused Adam/AdamW kernel over `group`, with loss-scale handling when
+/// `scaler` is given (its `found_inf` must already be set for these gradients).
+///
+/// # Errors
+/// [`TrainError::Optimizer`] when the lists differ in length or libtorch rejects the update.
+pub fn fused_adam(
+    group: &FusedGroup<'_>,
+    lr: f64,
+    cfg: &AdamConfig,
+    scaler: Option<&GradScaler>,
+) -> Result<(), TrainError> {
+    let n = group.params.len();
+    let lists = [group.grads, group.exp_avgs, group.exp_avg_sqs, group.steps];
+    if lists.iter().any(|l| l.len() != n) {
+        return Err(TrainError::Optimizer(format!(
+            "fused Adam: {n} parameters but {:?} gradients/moments/steps",
+            lists.map(<[&Tensor]>::len)
+        )));
+    }
+    let ptrs = |ts: &[&Tensor]| -> Vec<*mut torch_sys::C_tensor> {
+        ts.iter().map(|t| t.as_ptr() as *mut _).collect()
+    };
+    let (mut p, mut g, mut m, mut v, mut s) = (
+        ptrs(group.params),
+        ptrs(group.grads),
+        ptrs(group.exp_avgs),
+        ptrs(group.exp_avg_sqs),
+        ptrs(group.steps),
+    );
+    let (scale_ptr, inf_ptr) = match scaler {
+        Some(sc) => (sc.scale.as_ptr() as *mut _, sc.found_inf.as_ptr() as *mut _),
+        None => (std::ptr::null_mut(), std::ptr::null_mut()),
+    };
+    let mut err = vec![0 as c_char; 512];
+    // SAFETY: every pointer is a live `at::Tensor*` borrowed by `group` or `scaler` for the
+    // duration of the call; the five arrays hold `n` entries each (checked above); `err` has
+    // `err.len()` bytes and the shim writes a NUL-terminated string within them.
+    let rc = unsafe {
+        trainer_fused_adam(
+            p.as_mut_ptr(),
+            g.as_mut_ptr(),
+            m.as_mut_ptr(),
+            v.as_mut_ptr(),
+            s.as_mut_ptr(),
+            n,
+            lr,
+            cfg.betas.0,
+            cfg.betas.1,
+            cfg.weight_decay,
+            cfg.eps,
+            i32::from(cfg.kind == OptimizerKind::Adamw),
+            scale_ptr,
+            inf_ptr,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if rc != 0 {
+        let bytes: Vec<u8> = err
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        return Err(TrainError::Optimizer(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Dynamic loss scaling for float16 mixed precision, kept entirely on the device: the scale
 /// halves after a step with a non-finite gradient (which is skipped) and doubles after
 /// `growth_interval` finite steps in a row, as `torch.amp.GradScaler`.
@@ -307,6 +360,11 @@ impl GradScaler {
 
     /// Sets `found_inf` from `grads`.
     pub fn check(&self, grads: &[Tensor]) {
+        self.check_refs(&grads.iter().collect::<Vec<_>>());
+    }
+
+    /// [`GradScaler::check`] on borrowed gradients.
+    pub fn check_refs(&self, grads: &[&Tensor]) {
         let mut bad = Tensor::zeros([], (Kind::Float, self.scale.device()));
         for g in grads {
             bad += g.isfinite().logical_not().any().to_kind(Kind::Float);
