@@ -52,3 +52,12 @@ extern "C" int trainer_fused_adam(at::Tensor **params, at::Tensor **grads, at::T
     return 1;
   }
 }
+
+// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`): the next backward
+// pass then stores its fresh gradient tensors instead of adding them into zeroed buffers, which
+// saves a zeroing pass and an accumulation pass over every gradient per step.
+extern "C" void trainer_clear_grads(at::Tensor **params, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    params[i]->mutable_grad().reset();
+  }
+}

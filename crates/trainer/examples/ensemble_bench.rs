@@ -73,6 +73,7 @@ fn config(args: &Args, save_dir: PathBuf, seed: u64, lr: f64) -> RunConfig {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    trainer::tune_allocator();
     let args = parse_args()?;
     let tmp = tempfile::tempdir()?;
     let member = |name: &str, i: usize| {

@@ -19,6 +19,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    trainer::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let mut cfg = RunConfig::default();
     if let Some(dir) = args.get(1) {

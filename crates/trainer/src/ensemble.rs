@@ -40,7 +40,7 @@ use crate::checkpoint::{self, Sidecar};
 use crate::config::RunConfig;
 use crate::data::{DeviceData, Split};
 use crate::eval::{EvalReport, MAX_LOGIT_ELEMENTS, report_from_sums, row_metrics};
-use crate::optim::{AdamConfig, FusedGroup, GradScaler, fused_adam, lr_at};
+use crate::optim::{AdamConfig, FusedGroup, GradScaler, clear_grads, fused_adam, lr_at};
 use crate::sink::{JsonlSink, MetricsSink, Sinks, row};
 use crate::train::{BEST, LAST, RunSummary, epoch_order, load_or_generate, select_device};
 
@@ -695,9 +695,7 @@ impl EnsembleAdam {
 
     /// Sets every gradient to zero (in place, keeping the buffers).
     pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            p.zero_grad();
-        }
+        clear_grads(&self.params);
     }
 
     /// One update of every member from the accumulated gradients, member `k` with learning rate

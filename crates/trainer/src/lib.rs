@@ -38,6 +38,25 @@ pub use eval::{EvalReport, TypeMetrics};
 pub use sink::{JsonlSink, MetricsSink, NullSink, WandbSink};
 pub use train::{RunOptions, RunSummary, run};
 
+/// Keeps large freed blocks in the process heap instead of returning them to the kernel.
+///
+/// Every step allocates and frees gradient-sized tensors of several MiB (the embedding's and the
+/// head's gradients, the logits); glibc serves blocks that size with fresh `mmap`s by default, so
+/// their pages fault in again on every step. Raising the `mmap` and trim thresholds turns that
+/// into plain reuse: about 14% less wall time for the default configuration on CPU (measured
+/// with `GLIBC_TUNABLES`, 300 epochs, three runs each), and it is what makes dropping gradients
+/// between steps (instead of zeroing them) pay off. Process-wide; [`run`] applies it, and
+/// binaries may call it at start-up. A no-op outside glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes allocator parameters; both values are in range (32 MiB is
+    // glibc's maximum mmap threshold on 64-bit targets).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// Everything that can stop a run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -18,6 +18,7 @@ use crate::TrainError;
 use crate::config::OptimizerKind;
 
 unsafe extern "C" {
+    fn trainer_clear_grads(params: *mut *mut torch_sys::C_tensor, n: usize);
 
     fn trainer_fused_adam(
         params: *mut *mut torch_sys::C_tensor,
@@ -119,13 +120,13 @@ impl Adam {
         self.steps
     }
 
-    /// Sets every parameter's gradient to zero in place. Keeping the buffers is measurably
-    /// faster here than PyTorch's `set_to_none`: fresh multi-megabyte gradient allocations every
-    /// step cost more in page faults than one pass of zeroing.
+    /// Drops every parameter's gradient (PyTorch's `zero_grad(set_to_none=True)`): the next
+    /// backward pass stores fresh gradients instead of adding into zeroed buffers, one pass less
+    /// over each gradient. (With glibc's default thresholds the fresh multi-MiB allocations
+    /// fault their pages in every step and cost more than they save: see
+    /// [`crate::tune_allocator`], which [`crate::run`] applies.)
     pub fn zero_grad(&mut self) {
-        for slot in &mut self.slots {
-            slot.param.zero_grad();
-        }
+        clear_grads(self.slots.iter().map(|s| &s.param));
     }
 
     /// One update with learning rate `lr` from the gradients accumulated in the parameters.
@@ -240,6 +241,15 @@ impl Adam {
         self.steps = find("optimizer_steps")?.int64_value(&[]) as u64;
         Ok(())
     }
+}
+
+/// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`).
+pub fn clear_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) {
+    let mut ptrs: Vec<*mut torch_sys::C_tensor> =
+        params.into_iter().map(|p| p.as_ptr() as *mut _).collect();
+    // SAFETY: every pointer is a live `at::Tensor*` borrowed for the duration of the call; the
+    // shim only resets each tensor's gradient.
+    unsafe { trainer_clear_grads(ptrs.as_mut_ptr(), ptrs.len()) };
 }
 
 /// The tensors of one fused optimiser call: parameters with their gradients, moments and step

@@ -123,6 +123,9 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
 
 /// Trains according to `cfg` (already validated or not: it is validated here).
 ///
+/// Calls [`crate::tune_allocator`] (process-wide glibc thresholds that keep per-step gradient
+/// allocations in the heap).
+///
 /// Initialisation and dropout draw from libtorch's generator, which is global to the process
 /// (seeded here from `seed`): runs are reproducible one at a time per process, which is how
 /// `train` and the sweep tool run them.
@@ -133,6 +136,7 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
 /// interrupt flag was raised (a `last` checkpoint is written first, so the run can resume).
 pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainError> {
     cfg.validate()?;
+    crate::tune_allocator();
     let device = select_device(cfg.train.device)?;
     if cfg.train.threads > 0 {
         tch::set_num_threads(cfg.train.threads as i32);
