@@ -117,6 +117,15 @@ impl Default for GptConfig {
 }
 
 impl GptConfig {
+    /// This configuration for a vocabulary of `vocab_size` tokens (config files do not set it:
+    /// it comes from the dataset).
+    pub fn with_vocab(&self, vocab_size: i64) -> Self {
+        Self {
+            vocab_size,
+            ..self.clone()
+        }
+    }
+
     /// Size of one attention head.
     pub fn head_dim(&self) -> i64 {
         self.d_model / self.n_head.max(1)

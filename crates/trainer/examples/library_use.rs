@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..RunConfig::default()
     };
     cfg.model.d_model = 64;
-    let gpt = cfg.model.gpt(ds.vocab.len() as i64);
+    let gpt = cfg.model.with_vocab(ds.vocab.len() as i64);
     let vs = VarStore::new(Device::Cpu);
     let _model = gpt_rope::Gpt::new(&vs.root(), &gpt)?;
     println!("model: {} parameters", gpt.num_params());

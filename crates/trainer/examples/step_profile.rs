@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = DeviceData::new(&ds, device);
     tch::manual_seed(0);
     let vs = VarStore::new(device);
-    let model = Gpt::new(&vs.root(), &cfg.model.gpt(ds.vocab.len() as i64))?;
+    let model = Gpt::new(&vs.root(), &cfg.model.with_vocab(ds.vocab.len() as i64))?;
     let mut opt = Adam::new(named_params(&vs), AdamConfig::new(cfg.train.optimizer, 0.0));
     let b = cfg.train.batch_size.min(data.train.n) as i64;
     let index = tch::Tensor::arange(b, (tch::Kind::Int64, device));

@@ -13,56 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 
-/// Model hyper-parameters of a run (the vocabulary size comes from the dataset).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Model width. Default 128.
-    pub d_model: i64,
-    /// Transformer blocks. Default 1.
-    pub n_layer: i64,
-    /// Attention heads. Default 1.
-    pub n_head: i64,
-    /// Dropout probability. Default 0.0.
-    pub dropout: f64,
-    /// Longest input accepted. Default 64.
-    pub max_len: i64,
-    /// RoPE base. Default 100.
-    pub rope_base: f64,
-    /// Tie the output head to the token embedding. Default false.
-    pub tie_weights: bool,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        let g = gpt_rope::GptConfig::default();
-        Self {
-            d_model: g.d_model,
-            n_layer: g.n_layer,
-            n_head: g.n_head,
-            dropout: g.dropout,
-            max_len: g.max_len,
-            rope_base: g.rope_base,
-            tie_weights: g.tie_weights,
-        }
-    }
-}
-
-impl ModelConfig {
-    /// The model configuration for a vocabulary of `vocab_size` tokens.
-    pub fn gpt(&self, vocab_size: i64) -> gpt_rope::GptConfig {
-        gpt_rope::GptConfig {
-            vocab_size,
-            d_model: self.d_model,
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            dropout: self.dropout,
-            max_len: self.max_len,
-            rope_base: self.rope_base,
-            tie_weights: self.tie_weights,
-        }
-    }
-}
+/// Model hyper-parameters of a run: the model's own configuration, read from `[model]` (its
+/// vocabulary size is not a config key: [`gpt_rope::GptConfig::with_vocab`] sets it from the
+/// dataset).
+pub use gpt_rope::GptConfig as ModelConfig;
 
 /// Which optimiser updates the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,7 +325,7 @@ impl RunConfig {
         }
         // The vocabulary size is not known yet; any positive one checks the rest.
         self.model
-            .gpt(1)
+            .with_vocab(1)
             .validate()
             .map_err(|e| TrainError::Config {
                 source_name: "config [model]".into(),

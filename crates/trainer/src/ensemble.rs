@@ -208,7 +208,7 @@ pub fn run_ensemble_members(
             reason: "no training rows".into(),
         }));
     }
-    let gpt_cfg = first.model.gpt(ds.vocab.len() as i64);
+    let gpt_cfg = first.model.with_vocab(ds.vocab.len() as i64);
     let seeds: Vec<u64> = cfgs.iter().map(|c| c.train.seed).collect();
     let vs = VarStore::new(device);
     let model = GptEnsemble::from_seeds(&vs.root(), &gpt_cfg, &seeds)?;

@@ -159,7 +159,7 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
 
     tch::manual_seed(cfg.train.seed as i64);
     let vs = VarStore::new(device);
-    let model = Gpt::new(&vs.root(), &cfg.model.gpt(vocab_size))?;
+    let model = Gpt::new(&vs.root(), &cfg.model.with_vocab(vocab_size))?;
     let mut opt = Adam::new(
         named_params(&vs),
         AdamConfig::new(cfg.train.optimizer, cfg.train.weight_decay),
