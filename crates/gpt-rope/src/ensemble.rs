@@ -316,37 +316,7 @@ impl GptEnsemble {
                 found: format!("{size:?}"),
             });
         }
-        if ids.kind() != Kind::Int64 {
-            return Err(ModelError::Shape {
-                what: "input ids",
-                expected: "int64".into(),
-                found: format!("{:?}", ids.kind()),
-            });
-        }
-        if t > self.cfg.max_len {
-            return Err(ModelError::TooLong {
-                len: t,
-                max_len: self.cfg.max_len,
-            });
-        }
-        let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0); // (t, t)
-        let allowed = match key_pad {
-            Some(pad) => {
-                if pad.size() != size {
-                    return Err(ModelError::Shape {
-                        what: "key padding mask",
-                        expected: format!("{size:?}"),
-                        found: format!("{:?}", pad.size()),
-                    });
-                }
-                let keys = pad
-                    .to_kind(Kind::Bool)
-                    .logical_not()
-                    .reshape([k * b, 1, 1, t]); // (K·b, 1, 1, t)
-                causal.view([1, 1, t, t]).logical_and(&keys) // (K·b, 1, t, t)
-            }
-            None => causal.view([1, 1, t, t]).expand([k * b, 1, t, t], false),
-        };
+        let allowed = crate::allowed_pairs(ids, key_pad, self.cfg.max_len)?; // (K·b, 1, t, t)
         Ok((b, t, allowed))
     }
 

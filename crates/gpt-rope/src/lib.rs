@@ -360,6 +360,48 @@ impl Block {
     }
 }
 
+/// Checks non-empty int64 token ids `[…, t]` (`t ≤ max_len`) and an optional key-padding mask of
+/// the same shape (`true` at PAD), and returns the `[rows, 1, t, t]` mask of allowed (query, key)
+/// pairs, `rows` being the product of the leading dimensions: causal, and never a PAD key.
+pub(crate) fn allowed_pairs(
+    ids: &Tensor,
+    key_pad: Option<&Tensor>,
+    max_len: i64,
+) -> Result<Tensor, ModelError> {
+    let size = ids.size();
+    if ids.kind() != Kind::Int64 {
+        return Err(ModelError::Shape {
+            what: "input ids",
+            expected: "int64".into(),
+            found: format!("{:?}", ids.kind()),
+        });
+    }
+    let t = size.last().copied().unwrap_or(0);
+    if t > max_len {
+        return Err(ModelError::TooLong { len: t, max_len });
+    }
+    let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
+    let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0); // (t, t)
+    let allowed = match key_pad {
+        Some(pad) => {
+            if pad.size() != size {
+                return Err(ModelError::Shape {
+                    what: "key padding mask",
+                    expected: format!("{size:?}"),
+                    found: format!("{:?}", pad.size()),
+                });
+            }
+            let keys = pad
+                .to_kind(Kind::Bool)
+                .logical_not()
+                .reshape([rows, 1, 1, t]); // (rows, 1, 1, t)
+            causal.view([1, 1, t, t]).logical_and(&keys) // (rows, 1, t, t)
+        }
+        None => causal.view([1, 1, t, t]).expand([rows, 1, t, t], false),
+    };
+    Ok(allowed)
+}
+
 /// What [`Gpt::forward_traced`] returns besides the logits.
 #[derive(Debug)]
 pub struct Trace {
@@ -432,49 +474,14 @@ impl Gpt {
     /// (`[b, t]` bool), and returns the `[b, 1, t, t]` mask of allowed (query, key) pairs.
     fn attention_mask(&self, ids: &Tensor, key_pad: Option<&Tensor>) -> Result<Tensor, ModelError> {
         let size = ids.size();
-        let [b, t] = size[..] else {
-            return Err(ModelError::Shape {
-                what: "input ids",
-                expected: "[b, t]".into(),
-                found: format!("{size:?}"),
-            });
-        };
-        if ids.kind() != Kind::Int64 {
-            return Err(ModelError::Shape {
-                what: "input ids",
-                expected: "int64".into(),
-                found: format!("{:?}", ids.kind()),
-            });
-        }
-        if t > self.cfg.max_len {
-            return Err(ModelError::TooLong {
-                len: t,
-                max_len: self.cfg.max_len,
-            });
-        }
-        if t == 0 || b == 0 {
+        if size.len() != 2 || size.contains(&0) {
             return Err(ModelError::Shape {
                 what: "input ids",
                 expected: "a non-empty [b, t]".into(),
                 found: format!("{size:?}"),
             });
         }
-        let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0); // (t, t)
-        let allowed = match key_pad {
-            Some(pad) => {
-                if pad.size() != size {
-                    return Err(ModelError::Shape {
-                        what: "key padding mask",
-                        expected: format!("{size:?}"),
-                        found: format!("{:?}", pad.size()),
-                    });
-                }
-                let keys = pad.to_kind(Kind::Bool).logical_not().view([b, 1, 1, t]); // (b, 1, 1, t)
-                causal.view([1, 1, t, t]).logical_and(&keys) // (b, 1, t, t)
-            }
-            None => causal.view([1, 1, t, t]).expand([b, 1, t, t], false),
-        };
-        Ok(allowed)
+        allowed_pairs(ids, key_pad, self.cfg.max_len)
     }
 
     /// Runs the blocks and returns the residual stream after the last block, `[b, t, c]`
