@@ -367,9 +367,15 @@ impl GptEnsemble {
     /// `ln_f` then each member's head: `[K, n, c]` → `[K, n, v]`.
     fn project(&self, xs: &Tensor) -> Tensor {
         let xs = self.ln_f.forward(xs); // (K, n, c)
-        // Head first (`U·xᵀ`), so that the backward writes the `[K, v, c]` head gradient in the
-        // head's own layout; `x·Uᵀ` would produce it transposed and copy the whole table.
-        self.head.bmm(&xs.transpose(1, 2)).transpose(1, 2) // (K, n, v)
+        if xs.requires_grad() {
+            // Head first (`U·xᵀ`), so that the backward writes the `[K, v, c]` head gradient in
+            // the head's own layout; `x·Uᵀ` would produce it transposed and copy the whole table.
+            self.head.bmm(&xs.transpose(1, 2)).transpose(1, 2) // (K, n, v)
+        } else {
+            // Without a backward (evaluation), `x·Uᵀ` gives contiguous logits, which the
+            // per-row metrics then read without a copy.
+            xs.bmm(&self.head.transpose(1, 2)) // (K, n, v)
+        }
     }
 
     /// Logits at every position of every member.
