@@ -41,8 +41,10 @@ use crate::config::RunConfig;
 use crate::data::{DeviceData, Split};
 use crate::eval::{EvalReport, MAX_LOGIT_ELEMENTS, report_from_sums, row_metrics};
 use crate::optim::{AdamConfig, FusedGroup, GradScaler, clear_grads, fused_adam, lr_at};
-use crate::sink::{JsonlSink, MetricsSink, Sinks, row};
-use crate::train::{BEST, LAST, RunSummary, epoch_order, load_or_generate, select_device};
+use crate::sink::{MetricsSink, Sinks, row};
+use crate::train::{
+    BEST, LAST, RunSummary, epoch_order, load_or_generate, open_run_dir, select_device,
+};
 
 /// Keys that may differ between the members of one ensemble: they act per member (optimiser,
 /// seed, logging, checkpoints, analysis schedule, run directory, W&B identity). Every other key
@@ -226,18 +228,7 @@ pub fn run_ensemble_members(
     let mut members = Vec::with_capacity(cfgs.len());
     for (cfg, mut more) in cfgs.into_iter().zip(extra) {
         let save_dir = cfg.train.save_dir.clone();
-        let metrics_path = save_dir.join("metrics.jsonl");
-        if metrics_path.exists() {
-            std::fs::remove_file(&metrics_path).map_err(|source| TrainError::Io {
-                path: metrics_path.clone(),
-                source,
-            })?;
-        }
-        checkpoint::write_atomic(
-            &save_dir.join("config.toml"),
-            cfg.to_toml_string().as_bytes(),
-        )?;
-        let mut sinks = Sinks(vec![Box::new(JsonlSink::open(&metrics_path)?)]);
+        let mut sinks = Sinks(vec![Box::new(open_run_dir(&cfg, None)?)]);
         sinks.0.append(&mut more);
         let analysis = Analysis::new(&ds, &save_dir, device)?;
         let clock = GeometryClock::new(

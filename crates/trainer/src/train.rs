@@ -167,7 +167,6 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
     let amp = cfg.train.use_amp && device.is_cuda();
     let mut scaler = amp.then(|| GradScaler::new(device));
 
-    let metrics_path = save_dir.join("metrics.jsonl");
     let (mut epoch, mut global_step, mut best) = (0usize, 0u64, None::<f64>);
     if opts.resume {
         let dir = checkpoint::path(&save_dir, LAST);
@@ -180,24 +179,13 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
             loaded.sidecar.global_step,
             loaded.sidecar.best_macro_ce,
         );
-        let kept = JsonlSink::truncate_after(&metrics_path, global_step)?;
-        JsonlSink::truncate_after(&save_dir.join("pca.jsonl"), global_step)?;
         tracing::info!(
-            "resuming {} at epoch {epoch}, step {global_step} ({kept} metric rows kept)",
+            "resuming {} at epoch {epoch}, step {global_step}",
             save_dir.display()
         );
-    } else if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path).map_err(|source| TrainError::Io {
-            path: metrics_path.clone(),
-            source,
-        })?;
     }
-    checkpoint::write_atomic(
-        &save_dir.join("config.toml"),
-        cfg.to_toml_string().as_bytes(),
-    )?;
-
-    let mut sinks = Sinks(vec![Box::new(JsonlSink::open(&metrics_path)?)]);
+    let local = open_run_dir(&cfg, opts.resume.then_some(global_step))?;
+    let mut sinks = Sinks(vec![Box::new(local)]);
     sinks.0.append(&mut opts.extra_sinks);
     let analysis = Analysis::new(&ds, &save_dir, device)?;
     let mut clock = GeometryClock::new(
@@ -263,6 +251,37 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
         }
     }
     outcome.map(|()| state.summary)
+}
+
+/// Opens a run directory's local record and writes its `config.toml`. A fresh start removes the
+/// `metrics.jsonl` and `pca.jsonl` of an earlier run in the same directory; a resume from a
+/// checkpoint at `resume_step` drops their rows after that step, so the lost tail is written
+/// exactly once. Returns the `metrics.jsonl` sink.
+pub(crate) fn open_run_dir(
+    cfg: &RunConfig,
+    resume_step: Option<u64>,
+) -> Result<JsonlSink, TrainError> {
+    let save_dir = &cfg.train.save_dir;
+    let metrics_path = save_dir.join("metrics.jsonl");
+    for path in [metrics_path.clone(), save_dir.join("pca.jsonl")] {
+        match resume_step {
+            Some(step) => {
+                JsonlSink::truncate_after(&path, step)?;
+            }
+            None if path.exists() => {
+                std::fs::remove_file(&path).map_err(|source| TrainError::Io {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => {}
+        }
+    }
+    checkpoint::write_atomic(
+        &save_dir.join("config.toml"),
+        cfg.to_toml_string().as_bytes(),
+    )?;
+    JsonlSink::open(&metrics_path)
 }
 
 /// Mutable bookkeeping of the loop.
