@@ -1,25 +1,32 @@
 //! K independent [`Gpt`] models of one shape as one batched computation.
 //!
 //! A sweep of small runs (seeds, learning rates, weight decays) leaves a CPU's vector units or a
-//! GPU mostly idle when each model runs alone: per-operation overheads dominate a model this
-//! small. [`GptEnsemble`] stacks the K members' parameters along a leading dimension and runs
-//! them together, so every operation of a step is launched once for all members:
+//! GPU mostly idle when each model runs alone: per-operation overheads dominate the transformer
+//! blocks of a model this small. [`GptEnsemble`] stacks the members' block parameters along a
+//! leading dimension and runs the blocks of all members together, so each of those operations is
+//! launched once for all members:
 //!
-//! - every parameter of [`Gpt`] gets a leading `K` dimension under the same name
-//!   (`tok_emb.weight` `[K, V, C]`, `blocks.0.attn.qkv.weight` `[K, 3C, C]`, `ln_f.bias`
-//!   `[K, C]`, …);
-//! - the embedding is a per-member gather; linear layers are batched matrix products
-//!   (`baddbmm` with each member's bias); LayerNorm normalises without affine parameters and
-//!   then applies each member's scale and shift;
+//! - every block and final-LayerNorm parameter of [`Gpt`] gets a leading `K` dimension under the
+//!   same name (`blocks.0.attn.qkv.weight` `[K, 3C, C]`, `ln_f.bias` `[K, C]`, …); linear layers
+//!   are batched matrix products (`baddbmm` with each member's bias); LayerNorm normalises
+//!   without affine parameters and then applies each member's scale and shift;
 //! - attention folds the members into the batch (`[K·B, n_head, T, head_dim]`) and uses the same
 //!   rotate-half [`Rope`] tables as [`Gpt`];
-//! - [`GptEnsemble::forward_at`] projects one position per row, as [`Gpt::forward_at`].
+//! - the vocabulary-sized tables (`tok_emb.weight` and `head.weight`, `[V, C]`, most of the
+//!   parameters) stay one tensor per member, used by the same `embedding` and `linear` calls as
+//!   [`Gpt`]: their work grows with `K` anyway, and separate tables let every backward pass write
+//!   each member's gradient in place, where stacked tables would cost a copy of all `K` tables
+//!   (or of the logits) at every step;
+//! - [`GptEnsemble::forward_at_members`] computes the last block and the projection at one
+//!   position per row only, as [`Gpt::forward_at`], and returns each member's logits as its own
+//!   tensor.
 //!
 //! Members never mix: member `k`'s logits depend only on member `k`'s parameters and inputs, so
 //! a loss that is a sum of per-member losses gives each member the gradient it would get alone.
-//! [`GptEnsemble::member_state`] and [`GptEnsemble::load_member`] convert a member to and from
-//! the parameter list of a single [`Gpt`] (same names and shapes), so a member can be saved as a
-//! normal checkpoint and loaded into [`Gpt`].
+//! [`GptEnsemble::member_params`] gives member `k`'s view of every parameter (value and
+//! gradient) under the names and shapes of a single [`Gpt`]; [`GptEnsemble::member_state`] and
+//! [`GptEnsemble::load_member`] convert a member to and from a [`Gpt`] parameter list, so a member
+//! can be saved as a normal checkpoint and loaded into [`Gpt`].
 //!
 //! Dropout, when the configuration has some, draws its masks from libtorch's global generator
 //! for all members at once: each member gets independent masks, but not the masks its separate
@@ -29,6 +36,67 @@ use crate::init_normal;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::{Gpt, GptConfig, ModelError, Rope};
+
+/// Member `k`'s view of one trainable tensor of a [`GptEnsemble`]: either row `k` of a stacked
+/// `[K, …]` leaf or a leaf that belongs to the member alone.
+#[derive(Debug)]
+pub struct MemberParam {
+    name: String,
+    leaf: Tensor,
+    row: Option<i64>,
+}
+
+impl MemberParam {
+    /// Row `k` of the stacked leaf `leaf` (`[K, …]`), named `name`.
+    pub fn row(name: impl Into<String>, leaf: &Tensor, k: i64) -> Self {
+        Self {
+            name: name.into(),
+            leaf: leaf.shallow_clone(),
+            row: Some(k),
+        }
+    }
+
+    /// A leaf owned by one member, named `name`.
+    pub fn own(name: impl Into<String>, leaf: &Tensor) -> Self {
+        Self {
+            name: name.into(),
+            leaf: leaf.shallow_clone(),
+            row: None,
+        }
+    }
+
+    /// The parameter's name in a single [`Gpt`] (`blocks.0.ln_1.bias`, …).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The autograd leaf that holds the value (shared by all members when stacked).
+    pub fn leaf(&self) -> &Tensor {
+        &self.leaf
+    }
+
+    /// The member's value: a detached view of the leaf's storage, with [`Gpt`]'s shape (writes
+    /// to it update the ensemble).
+    pub fn value(&self) -> Tensor {
+        let value = self.leaf.detach();
+        match self.row {
+            Some(k) => value.select(0, k),
+            None => value,
+        }
+    }
+
+    /// The member's gradient from the last backward pass, or `None` when the leaf has none.
+    pub fn grad(&self) -> Option<Tensor> {
+        let grad = self.leaf.grad();
+        if !grad.defined() {
+            return None;
+        }
+        Some(match self.row {
+            Some(k) => grad.select(0, k),
+            None => grad,
+        })
+    }
+}
 
 /// A batched linear layer: `K` weights `[K, out, in]` and optional biases `[K, out]`.
 #[derive(Debug)]
@@ -46,10 +114,19 @@ impl Linear {
 
     /// `xs` `[K, n, in]` → `[K, n, out]`.
     fn forward(&self, xs: &Tensor) -> Tensor {
-        let wt = self.ws.transpose(1, 2); // (K, in, out)
+        let out = self.ws.size()[1];
+        self.forward_part(xs, 0, out)
+    }
+
+    /// Output features `from..from + len` only: `xs` `[K, n, in]` → `[K, n, len]`.
+    fn forward_part(&self, xs: &Tensor, from: i64, len: i64) -> Tensor {
+        let wt = self.ws.narrow(1, from, len).transpose(1, 2); // (K, in, len)
         match &self.bs {
-            Some(bs) => bs.unsqueeze(1).baddbmm(xs, &wt, 1.0, 1.0), // (K, n, out)
-            None => xs.bmm(&wt),                                    // (K, n, out)
+            Some(bs) => bs
+                .narrow(1, from, len)
+                .unsqueeze(1)
+                .baddbmm(xs, &wt, 1.0, 1.0), // (K, n, len)
+            None => xs.bmm(&wt), // (K, n, len)
         }
     }
 }
@@ -110,17 +187,19 @@ impl Block {
 pub struct GptEnsemble {
     cfg: GptConfig,
     members: i64,
-    tok_emb: Tensor,
+    /// One `[V, C]` token-embedding table per member.
+    tok_emb: Vec<Tensor>,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
-    head: Tensor,
+    /// One `[V, C]` output head per member (the embedding tables themselves when tied).
+    head: Vec<Tensor>,
     rope: Rope,
-    /// Every parameter by its [`Gpt`] name, in a stable (sorted) order.
-    params: Vec<(String, Tensor)>,
+    /// The stacked `[K, …]` parameters by their [`Gpt`] name, sorted by name.
+    stacked: Vec<(String, Tensor)>,
 }
 
 impl GptEnsemble {
-    /// Creates the `[K, …]` variables under `vs`, each member initialised as [`Gpt::new`] would
+    /// Creates the variables under `vs`, each member initialised as [`Gpt::new`] would
     /// (N(0, 0.02) weights, zero biases, unit LayerNorm scales) from the global generator.
     ///
     /// # Errors
@@ -134,22 +213,23 @@ impl GptEnsemble {
             });
         }
         let (k, v, c) = (members, cfg.vocab_size, cfg.d_model);
-        let tok_emb = (vs / "tok_emb").var("weight", &[k, v, c], init_normal());
+        let table = |name: &str, m: i64| (vs / name / m).var("weight", &[v, c], init_normal());
+        let tok_emb: Vec<Tensor> = (0..k).map(|m| table("tok_emb", m)).collect();
         let blocks: Vec<Block> = (0..cfg.n_layer)
             .map(|i| Block::new(vs / "blocks" / i, k, c))
             .collect();
         let ln_f = LayerNorm::new(vs / "ln_f", k, c);
         let head = if cfg.tie_weights {
-            tok_emb.shallow_clone()
+            tok_emb.iter().map(Tensor::shallow_clone).collect()
         } else {
-            (vs / "head").var("weight", &[k, v, c], init_normal())
+            (0..k).map(|m| table("head", m)).collect()
         };
         let rope = Rope::new(cfg.head_dim(), cfg.max_len, cfg.rope_base, vs.device());
-        let mut params = vec![("tok_emb.weight".to_string(), tok_emb.shallow_clone())];
+        let mut stacked = Vec::new();
         let mut push_linear = |name: String, l: &Linear| {
-            params.push((format!("{name}.weight"), l.ws.shallow_clone()));
+            stacked.push((format!("{name}.weight"), l.ws.shallow_clone()));
             if let Some(bs) = &l.bs {
-                params.push((format!("{name}.bias"), bs.shallow_clone()));
+                stacked.push((format!("{name}.bias"), bs.shallow_clone()));
             }
         };
         for (i, block) in blocks.iter().enumerate() {
@@ -159,18 +239,15 @@ impl GptEnsemble {
             push_linear(format!("blocks.{i}.mlp.2"), &block.mlp_proj);
         }
         let mut push_norm = |name: String, ln: &LayerNorm| {
-            params.push((format!("{name}.weight"), ln.ws.shallow_clone()));
-            params.push((format!("{name}.bias"), ln.bs.shallow_clone()));
+            stacked.push((format!("{name}.weight"), ln.ws.shallow_clone()));
+            stacked.push((format!("{name}.bias"), ln.bs.shallow_clone()));
         };
         for (i, block) in blocks.iter().enumerate() {
             push_norm(format!("blocks.{i}.ln_1"), &block.ln_1);
             push_norm(format!("blocks.{i}.ln_2"), &block.ln_2);
         }
         push_norm("ln_f".to_string(), &ln_f);
-        if !cfg.tie_weights {
-            params.push(("head.weight".to_string(), head.shallow_clone()));
-        }
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        stacked.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Self {
             cfg: cfg.clone(),
             members,
@@ -179,7 +256,7 @@ impl GptEnsemble {
             ln_f,
             head,
             rope,
-            params,
+            stacked,
         })
     }
 
@@ -216,16 +293,48 @@ impl GptEnsemble {
 
     /// The device of the parameters.
     pub fn device(&self) -> Device {
-        self.tok_emb.device()
+        self.ln_f.ws.device()
     }
 
-    /// Every parameter `[K, …]` by its [`Gpt`] name (`tok_emb.weight`, `blocks.0.ln_1.bias`, …),
-    /// sorted by name. These are the trainable leaves (shallow clones sharing storage).
+    /// Every trainable leaf, each once: the stacked `[K, …]` parameters under their [`Gpt`]
+    /// names, then each member's tables as `tok_emb.weight.<k>` (and `head.weight.<k>` when
+    /// untied). Shallow clones sharing storage.
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.params
+        let mut out: Vec<(String, Tensor)> = self
+            .stacked
             .iter()
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect()
+            .collect();
+        for (m, t) in self.tok_emb.iter().enumerate() {
+            out.push((format!("tok_emb.weight.{m}"), t.shallow_clone()));
+        }
+        if !self.cfg.tie_weights {
+            for (m, t) in self.head.iter().enumerate() {
+                out.push((format!("head.weight.{m}"), t.shallow_clone()));
+            }
+        }
+        out
+    }
+
+    /// Member `k`'s view of every parameter, under the names and shapes of a single [`Gpt`],
+    /// sorted by name.
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] when `k` is not a member index.
+    pub fn member_params(&self, k: i64) -> Result<Vec<MemberParam>, ModelError> {
+        self.check_member(k)?;
+        let m = k as usize;
+        let mut out: Vec<MemberParam> = self
+            .stacked
+            .iter()
+            .map(|(n, t)| MemberParam::row(n.as_str(), t, k))
+            .collect();
+        out.push(MemberParam::own("tok_emb.weight", &self.tok_emb[m]));
+        if !self.cfg.tie_weights {
+            out.push(MemberParam::own("head.weight", &self.head[m]));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     /// Member `k`'s parameters under the names and shapes of a single [`Gpt`], sorted by name:
@@ -234,11 +343,10 @@ impl GptEnsemble {
     /// # Errors
     /// [`ModelError::Shape`] when `k` is not a member index.
     pub fn member_state(&self, k: i64) -> Result<Vec<(String, Tensor)>, ModelError> {
-        self.check_member(k)?;
         Ok(self
-            .params
-            .iter()
-            .map(|(n, t)| (n.clone(), t.detach().select(0, k)))
+            .member_params(k)?
+            .into_iter()
+            .map(|p| (p.name.clone(), p.value()))
             .collect())
     }
 
@@ -248,21 +356,20 @@ impl GptEnsemble {
     /// # Errors
     /// [`ModelError::Shape`] for an unknown, missing or mis-shaped parameter or a bad `k`.
     pub fn load_member(&self, k: i64, params: &[(String, Tensor)]) -> Result<(), ModelError> {
-        self.check_member(k)?;
-        if params.len() != self.params.len() {
+        let own = self.member_params(k)?;
+        if params.len() != own.len() {
             return Err(ModelError::Shape {
                 what: "member parameters",
-                expected: format!("{} tensors", self.params.len()),
+                expected: format!("{} tensors", own.len()),
                 found: format!("{} tensors", params.len()),
             });
         }
         tch::no_grad(|| {
             for (name, src) in params {
-                let dst = self
-                    .params
+                let mut dst = own
                     .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, t)| t.detach().select(0, k))
+                    .find(|p| p.name == *name)
+                    .map(MemberParam::value)
                     .ok_or_else(|| ModelError::Shape {
                         what: "member parameters",
                         expected: "the parameter names of Gpt".into(),
@@ -275,7 +382,6 @@ impl GptEnsemble {
                         found: format!("{:?}", src.size()),
                     });
                 }
-                let mut dst = dst;
                 dst.f_copy_(src)?;
             }
             Ok(())
@@ -320,25 +426,29 @@ impl GptEnsemble {
         Ok((b, t, allowed))
     }
 
-    /// Runs the blocks; returns the residual stream after the last block, `[K, b·t, c]`.
+    /// Runs the first `blocks` blocks; returns `(b, t)`, the residual stream after them,
+    /// `[K, b·t, c]`, and the `[K·b, 1, t, t]` attention mask.
     fn trunk(
         &self,
         ids: &Tensor,
         key_pad: Option<&Tensor>,
         train: bool,
-    ) -> Result<(i64, i64, Tensor), ModelError> {
+        blocks: usize,
+    ) -> Result<(i64, i64, Tensor, Tensor), ModelError> {
         let (b, t, allowed) = self.attention_mask(ids, key_pad)?;
         let (k, c) = (self.members, self.cfg.d_model);
         let (n_head, head_dim) = (self.cfg.n_head, self.cfg.head_dim());
         let p_drop = if train { self.cfg.dropout } else { 0.0 };
-        // A gather per member (rather than one embedding over a flattened table) keeps an
-        // out-of-vocabulary id an error instead of a read from the next member's table.
-        let index = ids.reshape([k, b * t, 1]).expand([k, b * t, c], false); // (K, b·t, c)
-        let mut xs = self
+        let embedded = self
             .tok_emb
-            .f_gather(1, &index, false)?
-            .dropout(p_drop, train); // (K, b·t, c)
-        for block in &self.blocks {
+            .iter()
+            .zip(ids.unbind(0))
+            .map(|(table, member_ids)| {
+                Tensor::f_embedding(table, &member_ids.reshape([b * t]), -1, false, false)
+            })
+            .collect::<Result<Vec<_>, _>>()?; // K × (b·t, c)
+        let mut xs = Tensor::stack(&embedded, 0).dropout(p_drop, train); // (K, b·t, c)
+        for block in &self.blocks[..blocks] {
             let qkv = block.qkv.forward(&block.ln_1.forward(&xs)); // (K, b·t, 3c)
             let qkv = qkv
                 .view([k * b, t, 3, n_head, head_dim])
@@ -361,21 +471,78 @@ impl GptEnsemble {
             let h = block.mlp_fc.forward(&block.ln_2.forward(&xs)).gelu("none"); // (K, b·t, 4c)
             xs = &xs + block.mlp_proj.forward(&h).dropout(p_drop, train);
         }
-        Ok((b, t, xs))
+        Ok((b, t, xs, allowed))
     }
 
-    /// `ln_f` then each member's head: `[K, n, c]` → `[K, n, v]`.
-    fn project(&self, xs: &Tensor) -> Tensor {
-        let xs = self.ln_f.forward(xs); // (K, n, c)
-        if xs.requires_grad() {
-            // Head first (`U·xᵀ`), so that the backward writes the `[K, v, c]` head gradient in
-            // the head's own layout; `x·Uᵀ` would produce it transposed and copy the whole table.
-            self.head.bmm(&xs.transpose(1, 2)).transpose(1, 2) // (K, n, v)
-        } else {
-            // Without a backward (evaluation), `x·Uᵀ` gives contiguous logits, which the
-            // per-row metrics then read without a copy.
-            xs.bmm(&self.head.transpose(1, 2)) // (K, n, v)
-        }
+    /// The last block at one position per row: `xs` `[K, b·t, c]` (the residual stream before
+    /// it), `positions` `[K, b]` → `[K, b, c]`. Keys and values are computed at every position;
+    /// the query, the attention output and the MLP only at the read positions (as
+    /// [`Gpt::forward_at`]).
+    fn last_block_at(
+        &self,
+        block: &Block,
+        xs: &Tensor,
+        allowed: &Tensor,
+        positions: &Tensor,
+        (b, t): (i64, i64),
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
+        let (k, c) = (self.members, self.cfg.d_model);
+        let (n_head, head_dim) = (self.cfg.n_head, self.cfg.head_dim());
+        let p_drop = if train { self.cfg.dropout } else { 0.0 };
+        // Row i of member k sits at i·t + position in the flattened (b·t) axis.
+        let rows = Tensor::arange(b, (Kind::Int64, positions.device())) * t; // (b)
+        let flat = (positions + rows.unsqueeze(0))
+            .view([k, b, 1])
+            .expand([k, b, c], false); // (K, b, c)
+        let normed = block.ln_1.forward(xs); // (K, b·t, c)
+        let kv = block
+            .qkv
+            .forward_part(&normed, c, 2 * c)
+            .view([k * b, t, 2, n_head, head_dim])
+            .permute([2, 0, 3, 1, 4]); // (2, K·b, nh, t, hd)
+        let key = self.rope.apply(&kv.get(0)); // (K·b, nh, t, hd)
+        let v = kv.get(1); // (K·b, nh, t, hd)
+        let x_q = normed.f_gather(1, &flat, false)?; // (K, b, c)
+        let flat_positions = positions.reshape([k * b]); // (K·b)
+        let q = block
+            .qkv
+            .forward_part(&x_q, 0, c)
+            .view([k * b, 1, n_head, head_dim])
+            .transpose(1, 2); // (K·b, nh, 1, hd)
+        let q = self.rope.apply_at(&q, &flat_positions);
+        let mask = allowed.gather(
+            2,
+            &flat_positions
+                .view([k * b, 1, 1, 1])
+                .expand([k * b, 1, 1, t], false),
+            false,
+        ); // (K·b, 1, 1, t)
+        let ys = Tensor::scaled_dot_product_attention(
+            &q,
+            &key,
+            &v,
+            Some(&mask),
+            p_drop,
+            false,
+            None,
+            false,
+        ); // (K·b, nh, 1, hd)
+        let ys = ys.reshape([k, b, c]); // (K, b, c)
+        let xs = xs.gather(1, &flat, false) + block.out.forward(&ys).dropout(p_drop, train); // (K, b, c)
+        let h = block.mlp_fc.forward(&block.ln_2.forward(&xs)).gelu("none"); // (K, b, 4c)
+        Ok(&xs + block.mlp_proj.forward(&h).dropout(p_drop, train))
+    }
+
+    /// `ln_f` for all members, then each member's head: `[K, n, c]` → K × `[n, v]`.
+    fn project(&self, xs: &Tensor) -> Vec<Tensor> {
+        self.ln_f
+            .forward(xs)
+            .unbind(0)
+            .iter()
+            .zip(&self.head)
+            .map(|(x, head)| x.linear::<Tensor>(head, None)) // (n, v)
+            .collect()
     }
 
     /// Logits at every position of every member.
@@ -396,21 +563,51 @@ impl GptEnsemble {
         key_pad: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor, ModelError> {
-        let (b, t, xs) = self.trunk(ids, key_pad, train)?;
-        Ok(self
-            .project(&xs)
-            .reshape([self.members, b, t, self.cfg.vocab_size]))
+        let (b, t, xs, _) = self.trunk(ids, key_pad, train, self.blocks.len())?;
+        Ok(Tensor::stack(&self.project(&xs), 0).reshape([self.members, b, t, self.cfg.vocab_size]))
     }
 
     /// Logits at one position per row of every member (the last-token path of
-    /// [`Gpt::forward_at`]).
+    /// [`Gpt::forward_at`]), one tensor per member.
     ///
     /// # Arguments
     /// - `ids`, `key_pad`, `train`: as in [`GptEnsemble::forward`];
     /// - `positions`: `[K, b]` int64, the position to read in each row.
     ///
     /// # Returns
-    /// Logits `[K, b, v]`, equal to `forward(ids)[k, i, positions[k, i]]`.
+    /// K logits `[b, v]`; the `k`-th equals `forward(ids)[k, i, positions[k, i]]` row by row.
+    ///
+    /// # Errors
+    /// Wrong shapes or kinds, `t > max_len`, ids outside the vocabulary.
+    pub fn forward_at_members(
+        &self,
+        ids: &Tensor,
+        key_pad: Option<&Tensor>,
+        positions: &Tensor,
+        train: bool,
+    ) -> Result<Vec<Tensor>, ModelError> {
+        let size = ids.size();
+        let (k, b) = (self.members, size.get(1).copied().unwrap_or(0));
+        if positions.size() != [k, b] || positions.kind() != Kind::Int64 {
+            return Err(ModelError::Shape {
+                what: "positions",
+                expected: format!("[{k}, {b}] int64"),
+                found: format!("{:?} {:?}", positions.size(), positions.kind()),
+            });
+        }
+        let (last_block, earlier) = self.blocks.split_last().ok_or(ModelError::Config {
+            key: "n_layer",
+            reason: "the model has no blocks".into(),
+        })?;
+        let (b, t, xs, allowed) = self.trunk(ids, key_pad, train, earlier.len())?;
+        let last = self.last_block_at(last_block, &xs, &allowed, positions, (b, t), train)?; // (K, b, c)
+        Ok(self.project(&last))
+    }
+
+    /// [`GptEnsemble::forward_at_members`] stacked into one `[K, b, v]` tensor.
+    ///
+    /// # Errors
+    /// As [`GptEnsemble::forward_at_members`].
     pub fn forward_at(
         &self,
         ids: &Tensor,
@@ -418,42 +615,23 @@ impl GptEnsemble {
         positions: &Tensor,
         train: bool,
     ) -> Result<Tensor, ModelError> {
-        let (b, t, xs) = self.trunk(ids, key_pad, train)?;
-        let (k, c) = (self.members, self.cfg.d_model);
-        if positions.size() != [k, b] {
-            return Err(ModelError::Shape {
-                what: "positions",
-                expected: format!("[{k}, {b}]"),
-                found: format!("{:?}", positions.size()),
-            });
-        }
-        // Row i of member k sits at i·t + position in the flattened (b·t) axis.
-        let rows = Tensor::arange(b, (Kind::Int64, positions.device())) * t; // (b)
-        let flat = (positions + rows.unsqueeze(0))
-            .view([k, b, 1])
-            .expand([k, b, c], false); // (K, b, c)
-        let last = xs.f_gather(1, &flat, false)?; // (K, b, c)
-        Ok(self.project(&last))
+        Ok(Tensor::stack(
+            &self.forward_at_members(ids, key_pad, positions, train)?,
+            0,
+        ))
     }
 }
 
-/// Per-member mean cross-entropy of `logits` `[K, b, v]` against `targets` `[K, b]` (int64), in
-/// float32: returns `[K]`. Its sum is the loss whose gradient gives every member the gradient
-/// of its own [`crate::last_token_loss`].
-pub fn member_losses(logits: &Tensor, targets: &Tensor) -> Tensor {
-    let (k, b, v) = logits.size3().unwrap_or((1, 1, 1));
-    logits
-        .to_kind(Kind::Float)
-        .reshape([k * b, v])
-        .cross_entropy_loss::<Tensor>(
-            &targets.reshape([k * b]),
-            None,
-            tch::Reduction::None,
-            -100,
-            0.0,
-        )
-        .view([k, b])
-        .mean_dim(1, false, Kind::Float) // (K)
+/// Per-member mean cross-entropy of each member's `logits` `[b, v]` against its row of
+/// `targets` `[K, b]` (int64), in float32: returns `[K]`. Its sum is the loss whose gradient
+/// gives every member the gradient of its own [`crate::last_token_loss`].
+pub fn member_losses(logits: &[Tensor], targets: &Tensor) -> Tensor {
+    let losses: Vec<Tensor> = logits
+        .iter()
+        .zip(targets.unbind(0))
+        .map(|(l, t)| crate::last_token_loss(l, &t))
+        .collect();
+    Tensor::stack(&losses, 0) // (K)
 }
 
 #[cfg(test)]
@@ -479,12 +657,31 @@ mod tests {
         let single = VarStore::new(Device::Cpu);
         let _gpt = Gpt::new(&single.root(), &tiny()).unwrap();
         let gpt_vars = single.variables();
-        assert_eq!(ens.parameters().len(), gpt_vars.len());
-        for (name, t) in ens.parameters() {
-            let mut want = vec![3];
-            want.extend(gpt_vars[&name].size());
-            assert_eq!(t.size(), want, "{name}");
+        for k in 0..3 {
+            let member = ens.member_params(k).unwrap();
+            assert_eq!(member.len(), gpt_vars.len());
+            for p in &member {
+                assert_eq!(p.value().size(), gpt_vars[p.name()].size(), "{}", p.name());
+            }
         }
+        let (mut stacked, mut own) = (0, 0);
+        for (name, t) in ens.parameters() {
+            match gpt_vars.get(&name) {
+                Some(single) => {
+                    let mut want = vec![3];
+                    want.extend(single.size());
+                    assert_eq!(t.size(), want, "{name}");
+                    stacked += 1;
+                }
+                None => {
+                    let table = name.rsplit_once('.').map(|(table, _)| table).unwrap();
+                    assert_eq!(t.size(), gpt_vars[table].size(), "{name}");
+                    own += 1;
+                }
+            }
+        }
+        // Untied: one embedding and one head per member.
+        assert_eq!((stacked, own), (gpt_vars.len() - 2, 6));
         let total: i64 = ens.parameters().iter().map(|(_, t)| t.numel() as i64).sum();
         assert_eq!(total, 3 * tiny().num_params());
     }
@@ -507,6 +704,7 @@ mod tests {
         let out_of_vocab = Tensor::from_slice(&[1i64, 13, 1, 2]).view([2, 1, 2]);
         assert!(ens.forward(&out_of_vocab, None, false).is_err());
         assert!(ens.member_state(2).is_err());
+        assert!(ens.member_params(-1).is_err());
         assert!(GptEnsemble::new(&vs.root(), &tiny(), 0).is_err());
     }
 }

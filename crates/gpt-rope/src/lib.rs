@@ -315,6 +315,62 @@ impl Attention {
         let ys = self.out.forward(&ys).dropout(p_drop, train);
         (ys, weights)
     }
+
+    /// The output at one query position per row: keys and values come from every position of
+    /// `xs` `[b, t, c]`, the query only from `positions` (`[b]` int64), with the mask row of
+    /// that query from `allowed` `[b, 1, t, t]`. Returns `[b, c]`, equal to row
+    /// `positions[i]` of [`Attention::forward`].
+    fn forward_at(
+        &self,
+        xs: &Tensor,
+        positions: &Tensor,
+        rope: &Rope,
+        allowed: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
+        let (b, t, c) = xs.size3()?;
+        let (nh, hd) = (self.n_head, self.head_dim);
+        let (w, bias) = (&self.qkv.ws, self.qkv.bs.as_ref());
+        let part =
+            |from: i64, len: i64| (w.narrow(0, from, len), bias.map(|b| b.narrow(0, from, len)));
+        let (w_kv, b_kv) = part(c, 2 * c);
+        let kv = xs
+            .linear(&w_kv, b_kv.as_ref())
+            .view([b, t, 2, nh, hd])
+            .permute([2, 0, 3, 1, 4]); // (2, b, nh, t, hd)
+        let k = rope.apply(&kv.get(0)); // (b, nh, t, hd)
+        let v = kv.get(1); // (b, nh, t, hd)
+        let (w_q, b_q) = part(0, c);
+        // A position outside the row is an error here, before anything reads it.
+        let x_q = xs.f_gather(
+            1,
+            &positions.view([b, 1, 1]).expand([b, 1, c], false),
+            false,
+        )?; // (b, 1, c)
+        let q = x_q
+            .linear(&w_q, b_q.as_ref())
+            .view([b, 1, nh, hd])
+            .transpose(1, 2); // (b, nh, 1, hd)
+        let q = rope.apply_at(&q, positions);
+        let mask = allowed.gather(
+            2,
+            &positions.view([b, 1, 1, 1]).expand([b, 1, 1, t], false),
+            false,
+        ); // (b, 1, 1, t)
+        let p_drop = if train { self.dropout } else { 0.0 };
+        let ys = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(&mask),
+            p_drop,
+            false,
+            None,
+            false,
+        ); // (b, nh, 1, hd)
+        let ys = ys.reshape([b, c]); // (b, c): nh·hd in head order
+        Ok(self.out.forward(&ys).dropout(p_drop, train))
+    }
 }
 
 #[derive(Debug)]
@@ -358,6 +414,29 @@ impl Block {
         let xs = &xs + self.mlp_proj.forward(&h).dropout(p_drop, train);
         (xs, weights)
     }
+
+    /// The block's output at one position per row (`positions` `[b]`): `xs` `[b, t, c]` →
+    /// `[b, c]`, equal to row `positions[i]` of [`Block::forward`]. Only the keys and values
+    /// are computed at every position; the query, the attention output and the MLP at `b`
+    /// rows instead of `b·t`.
+    fn forward_at(
+        &self,
+        xs: &Tensor,
+        positions: &Tensor,
+        rope: &Rope,
+        allowed: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
+        let (b, _, c) = xs.size3()?;
+        let a = self
+            .attn
+            .forward_at(&self.ln_1.forward(xs), positions, rope, allowed, train)?; // (b, c)
+        let index = positions.view([b, 1, 1]).expand([b, 1, c], false); // (b, 1, c)
+        let xs = xs.gather(1, &index, false).view([b, c]) + a; // (b, c)
+        let h = self.mlp_fc.forward(&self.ln_2.forward(&xs)).gelu("none"); // (b, 4c)
+        let p_drop = if train { self.dropout } else { 0.0 };
+        Ok(&xs + self.mlp_proj.forward(&h).dropout(p_drop, train))
+    }
 }
 
 /// Checks non-empty int64 token ids `[…, t]` (`t ≤ max_len`) and an optional key-padding mask of
@@ -400,6 +479,15 @@ pub(crate) fn allowed_pairs(
         None => causal.view([1, 1, t, t]).expand([rows, 1, t, t], false),
     };
     Ok(allowed)
+}
+
+/// What [`Gpt`]'s blocks return: the residual stream, the attention mask they used and, when
+/// traced, each layer's attention weights and residual stream.
+struct Trunk {
+    xs: Tensor,
+    allowed: Tensor,
+    attention: Vec<Tensor>,
+    residual: Vec<Tensor>,
 }
 
 /// What [`Gpt::forward_traced`] returns besides the logits.
@@ -484,15 +572,16 @@ impl Gpt {
         allowed_pairs(ids, key_pad, self.cfg.max_len)
     }
 
-    /// Runs the blocks and returns the residual stream after the last block, `[b, t, c]`
-    /// (before `ln_f`), plus the traces when requested.
+    /// Runs the first `blocks` blocks and returns the residual stream after them, `[b, t, c]`
+    /// (before `ln_f`), the attention mask, and the traces when requested.
     fn trunk(
         &self,
         ids: &Tensor,
         key_pad: Option<&Tensor>,
         train: bool,
         trace: bool,
-    ) -> Result<(Tensor, Vec<Tensor>, Vec<Tensor>), ModelError> {
+        blocks: usize,
+    ) -> Result<Trunk, ModelError> {
         let allowed = self.attention_mask(ids, key_pad)?;
         let p_drop = if train { self.cfg.dropout } else { 0.0 };
         let mut xs =
@@ -502,7 +591,7 @@ impl Gpt {
         if trace {
             residual.push(xs.shallow_clone());
         }
-        for block in &self.blocks {
+        for block in &self.blocks[..blocks] {
             let (next, weights) = block.forward(&xs, &self.rope, &allowed, train, trace);
             xs = next;
             if trace {
@@ -510,7 +599,12 @@ impl Gpt {
                 residual.push(xs.shallow_clone());
             }
         }
-        Ok((xs, attention, residual))
+        Ok(Trunk {
+            xs,
+            allowed,
+            attention,
+            residual,
+        })
     }
 
     /// Logits at every position.
@@ -531,13 +625,15 @@ impl Gpt {
         key_pad: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor, ModelError> {
-        let (xs, _, _) = self.trunk(ids, key_pad, train, false)?;
+        let all = self.blocks.len();
+        let xs = self.trunk(ids, key_pad, train, false, all)?.xs;
         Ok(self.project(&xs))
     }
 
-    /// Logits at one position per row, the only ones the last-token loss and the evaluation use:
-    /// the vocabulary projection (the largest matrix product of the model) is computed for `b`
-    /// rows instead of `b·t`.
+    /// Logits at one position per row, the only ones the last-token loss and the evaluation use.
+    /// The last block computes only the keys and values at every position, and its query,
+    /// attention output and MLP at the `b` read positions; the vocabulary projection (the
+    /// largest matrix product of the model) is likewise computed for `b` rows instead of `b·t`.
     ///
     /// # Arguments
     /// - `ids`, `key_pad`, `train`: as in [`Gpt::forward`];
@@ -552,17 +648,21 @@ impl Gpt {
         positions: &Tensor,
         train: bool,
     ) -> Result<Tensor, ModelError> {
-        let (xs, _, _) = self.trunk(ids, key_pad, train, false)?;
-        let (b, _, c) = xs.size3()?;
-        if positions.size() != [b] {
+        let b = ids.size().first().copied().unwrap_or(0);
+        if positions.size() != [b] || positions.kind() != Kind::Int64 {
             return Err(ModelError::Shape {
                 what: "positions",
-                expected: format!("[{b}]"),
-                found: format!("{:?}", positions.size()),
+                expected: format!("[{b}] int64"),
+                found: format!("{:?} {:?}", positions.size(), positions.kind()),
             });
         }
-        let index = positions.view([b, 1, 1]).expand([b, 1, c], false); // (b, 1, c)
-        let last = xs.f_gather(1, &index, false)?.view([b, c]); // (b, c)
+        let (last_block, earlier) = self.blocks.split_last().ok_or(ModelError::Config {
+            key: "n_layer",
+            reason: "the model has no blocks".into(),
+        })?;
+        let trunk = self.trunk(ids, key_pad, train, false, earlier.len())?;
+        let last =
+            last_block.forward_at(&trunk.xs, positions, &self.rope, &trunk.allowed, train)?; // (b, c)
         Ok(self.project(&last))
     }
 
@@ -580,11 +680,12 @@ impl Gpt {
         ids: &Tensor,
         key_pad: Option<&Tensor>,
     ) -> Result<Trace, ModelError> {
-        let (xs, attention, residual) = self.trunk(ids, key_pad, false, true)?;
+        let all = self.blocks.len();
+        let trunk = self.trunk(ids, key_pad, false, true, all)?;
         Ok(Trace {
-            logits: self.project(&xs),
-            attention,
-            residual,
+            logits: self.project(&trunk.xs),
+            attention: trunk.attention,
+            residual: trunk.residual,
         })
     }
 

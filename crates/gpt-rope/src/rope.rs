@@ -57,6 +57,19 @@ impl Rope {
         let sin = self.sin.narrow(0, 0, t).to_kind(xs.kind()); // (t, hd)
         xs * cos + rotate_half(xs) * sin
     }
+
+    /// Applies the rotation to `xs` `[b, n_head, 1, head_dim]`, row `i` at position
+    /// `positions[i]` (`[b]` int64); returns the same shape and dtype.
+    pub fn apply_at(&self, xs: &Tensor, positions: &Tensor) -> Tensor {
+        let b = positions.size()[0];
+        let head_dim = self.cos.size()[1];
+        let table = |t: &Tensor| {
+            t.index_select(0, positions)
+                .view([b, 1, 1, head_dim])
+                .to_kind(xs.kind())
+        }; // (b, 1, 1, hd)
+        xs * table(&self.cos) + rotate_half(xs) * table(&self.sin)
+    }
 }
 
 /// `[x1, x2] → [−x2, x1]` over the last dimension.
@@ -108,6 +121,28 @@ mod tests {
         let want = [1f64.cos(), -(0.1f64.sin()), 1f64.sin(), 0.1f64.cos()];
         for (a, b) in y[4..].iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn apply_at_rotates_each_row_at_its_own_position() {
+        tch::manual_seed(1);
+        let rope = Rope::new(8, 6, 100.0, Device::Cpu);
+        let xs = Tensor::randn([3, 2, 6, 8], (Kind::Float, Device::Cpu));
+        let all = rope.apply(&xs); // every position
+        let positions = Tensor::from_slice(&[4i64, 0, 5]);
+        let picked = xs
+            .gather(
+                2,
+                &positions.view([3, 1, 1, 1]).expand([3, 2, 1, 8], false),
+                false,
+            )
+            .contiguous(); // (3, 2, 1, 8)
+        let got = rope.apply_at(&picked, &positions);
+        for (row, pos) in [(0, 4), (1, 0), (2, 5)] {
+            let want = all.get(row).narrow(1, pos, 1);
+            let d = (got.get(row) - want).abs().max().double_value(&[]);
+            assert!(d < 1e-6, "row {row} at position {pos} differs by {d:e}");
         }
     }
 

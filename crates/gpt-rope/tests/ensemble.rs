@@ -80,7 +80,11 @@ fn logits_and_gradients_match(tie_weights: bool) {
     assert_eq!(full.size(), [k, 4, 6, cfg.vocab_size]);
     let logits = ens.forward_at(&ids, Some(&pad), &positions, false).unwrap();
     assert_eq!(logits.size(), [k, 4, cfg.vocab_size]);
-    let losses = member_losses(&logits, &targets);
+    let per_member = ens
+        .forward_at_members(&ids, Some(&pad), &positions, false)
+        .unwrap();
+    assert_eq!(per_member.len(), k as usize);
+    let losses = member_losses(&per_member, &targets);
     losses.sum(Kind::Float).backward();
 
     for (i, (mvs, gpt)) in models.iter().enumerate() {
@@ -97,12 +101,12 @@ fn logits_and_gradients_match(tie_weights: bool) {
         let d = (loss.double_value(&[]) - losses.double_value(&[i])).abs();
         assert!(d < 1e-6, "member {i}: loss differs by {d:e}");
         loss.backward();
-        let ens_params = ens.parameters();
+        let member = ens.member_params(i).unwrap();
         for (name, var) in mvs.variables() {
-            let ens_grad = ens_params
+            let ens_grad = member
                 .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, t)| t.grad().get(i))
+                .find(|p| p.name() == name)
+                .and_then(|p| p.grad())
                 .unwrap();
             let want = var.grad();
             let scale = want.abs().max().double_value(&[]).max(1e-3);

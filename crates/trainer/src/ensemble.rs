@@ -7,9 +7,9 @@
 //! - data: member `k`'s batch at each step follows its own shuffle ([`epoch_order`] of `seed_k`);
 //! - loss: the sum over members of each member's mean last-token cross-entropy, so each member
 //!   receives exactly its own gradient;
-//! - optimiser: one fused Adam/AdamW call per member over views of the stacked parameters,
-//!   gradients and moments, with the member's learning rate, warm-up, kind and weight decay (and,
-//!   with mixed precision on CUDA, its own loss scaler);
+//! - optimiser: one fused Adam/AdamW call per member over its views of the parameters and
+//!   gradients and its own moments, with the member's learning rate, warm-up, kind and weight
+//!   decay (and, with mixed precision on CUDA, its own loss scaler);
 //! - evaluation: one batched pass over the test split for all members, then the same per-type
 //!   reduction as [`crate::eval::evaluate`];
 //! - run directory: `config.toml`, `metrics.jsonl` with the same rows as a single run,
@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use gpt_rope::Gpt;
-use gpt_rope::ensemble::{GptEnsemble, member_losses};
+use gpt_rope::ensemble::{GptEnsemble, MemberParam, member_losses};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 use crate::TrainError;
@@ -218,7 +218,7 @@ pub fn run_ensemble_members(
         .iter()
         .map(|c| AdamConfig::new(c.train.optimizer, c.train.weight_decay))
         .collect();
-    let mut opt = EnsembleAdam::new(model.parameters(), adam_cfgs);
+    let mut opt = EnsembleAdam::for_model(&model, adam_cfgs)?;
     let amp = first.train.use_amp && device.is_cuda();
     let mut scalers: Option<Vec<GradScaler>> =
         amp.then(|| cfgs.iter().map(|_| GradScaler::new(device)).collect());
@@ -236,8 +236,6 @@ pub fn run_ensemble_members(
             cfg.train.eval_every,
             &cfg.train.pca_steps,
         );
-        let shadow_vs = VarStore::new(device);
-        let shadow = Gpt::new(&shadow_vs.root(), &gpt_cfg)?;
         members.push(Member {
             summary: RunSummary {
                 save_dir,
@@ -254,8 +252,7 @@ pub fn run_ensemble_members(
             sinks,
             analysis,
             clock,
-            shadow_vs,
-            shadow,
+            shadow: None,
             best: None,
             failed: None,
         });
@@ -285,9 +282,13 @@ pub fn run_ensemble_members(
         }
         let member = &mut ens.members[k];
         if outcome.is_ok() && member.failed.is_none() {
-            let pca = member
-                .sync_shadow(&ens.model, k as i64)
-                .and_then(|()| member.analysis.record_pca(&member.shadow, ens.global_step));
+            let pca = sync_shadow(
+                &mut member.shadow,
+                &ens.model,
+                k as i64,
+                &member.summary.save_dir,
+            )
+            .and_then(|shadow| member.analysis.record_pca(shadow, ens.global_step));
             if let Err(e) = pca {
                 tracing::warn!("final PCA not recorded: {e}");
             }
@@ -323,9 +324,9 @@ struct Member {
     sinks: Sinks,
     analysis: Analysis,
     clock: GeometryClock,
-    /// A single model the member's weights are copied into for the analysis.
-    shadow_vs: VarStore,
-    shadow: Gpt,
+    /// A single model the member's weights are copied into for the analysis, built when first
+    /// needed.
+    shadow: Option<(VarStore, Gpt)>,
     best: Option<f64>,
     summary: RunSummary,
     /// Set when the member stopped on its own; it is no longer logged, evaluated or saved.
@@ -335,12 +336,6 @@ struct Member {
 impl Member {
     fn alive(&self) -> bool {
         self.failed.is_none()
-    }
-
-    /// Copies member `k`'s current weights into the shadow model.
-    fn sync_shadow(&self, model: &GptEnsemble, k: i64) -> Result<(), TrainError> {
-        let state = model.member_state(k)?;
-        checkpoint::restore_params(&self.shadow_vs, &state, &self.summary.save_dir)
     }
 
     /// The epoch's analysis, exactly as a single run schedules it.
@@ -354,18 +349,39 @@ impl Member {
     ) -> Result<(), TrainError> {
         if self.clock.geometry_due(epoch, global_step) {
             let started = Instant::now();
-            self.sync_shadow(model, k)?;
-            values.extend(self.analysis.geometry(&self.shadow)?);
-            if self.clock.pca_due(global_step) {
-                self.analysis.record_pca(&self.shadow, global_step)?;
+            let pca = self.clock.pca_due(global_step);
+            let shadow = sync_shadow(&mut self.shadow, model, k, &self.summary.save_dir)?;
+            values.extend(self.analysis.geometry(shadow)?);
+            if pca {
+                self.analysis.record_pca(shadow, global_step)?;
             }
             self.summary.geometry_seconds += started.elapsed().as_secs_f64();
         } else if self.clock.pca_due(global_step) {
-            self.sync_shadow(model, k)?;
-            self.analysis.record_pca(&self.shadow, global_step)?;
+            let shadow = sync_shadow(&mut self.shadow, model, k, &self.summary.save_dir)?;
+            self.analysis.record_pca(shadow, global_step)?;
         }
         Ok(())
     }
+}
+
+/// Copies member `k`'s current weights into its shadow model (built on first use) and returns
+/// the model; `save_dir` names the member in errors.
+fn sync_shadow<'a>(
+    shadow: &'a mut Option<(VarStore, Gpt)>,
+    model: &GptEnsemble,
+    k: i64,
+    save_dir: &std::path::Path,
+) -> Result<&'a Gpt, TrainError> {
+    let (vs, gpt) = match shadow.take() {
+        Some(built) => shadow.insert(built),
+        None => {
+            let vs = VarStore::new(model.device());
+            let gpt = Gpt::new(&vs.root(), model.config())?;
+            shadow.insert((vs, gpt))
+        }
+    };
+    checkpoint::restore_params(vs, &model.member_state(k)?, save_dir)?;
+    Ok(gpt)
 }
 
 /// The shared model and loop state.
@@ -407,7 +423,6 @@ impl Ensemble {
         let device = data.train.ids.device();
         let (n, w) = (data.train.n, data.train.ids.size()[1]);
         let k = self.model.members();
-        let v = self.model.config().vocab_size;
         let interrupted = || {
             opts.interrupt
                 .as_ref()
@@ -438,8 +453,9 @@ impl Ensemble {
                 let positions = positions.view([k, len]); // (K, len)
                 let answers = answers.view([k, len]); // (K, len)
                 let logits = tch::autocast(scalers.is_some(), || {
-                    self.model.forward_at(&ids, Some(&pad), &positions, true)
-                })?; // (K, len, v)
+                    self.model
+                        .forward_at_members(&ids, Some(&pad), &positions, true)
+                })?; // K × (len, v)
                 let losses = member_losses(&logits, &answers); // (K)
                 opt.zero_grad();
                 match scalers.as_deref() {
@@ -467,12 +483,13 @@ impl Ensemble {
                     .collect();
                 if due.iter().any(|&d| d) {
                     let m = tch::no_grad(|| {
-                        row_metrics(
-                            &logits.detach().reshape([k * len, v]),
-                            &answers.reshape([k * len]),
-                        )
-                        .view([k, len, 3])
-                        .mean_dim(1, false, Kind::Float) // (K, 3)
+                        let rows: Vec<Tensor> = logits
+                            .iter()
+                            .zip(answers.unbind(0))
+                            .map(|(l, a)| row_metrics(&l.detach(), &a))
+                            .collect();
+                        Tensor::stack(&rows, 0) // (K, len, 3)
+                            .mean_dim(1, false, Kind::Float) // (K, 3)
                     });
                     let m: Vec<f32> = Vec::try_from(m.to_device(Device::Cpu).flatten(0, -1))?;
                     for (i, member) in self.members.iter_mut().enumerate() {
@@ -620,10 +637,14 @@ pub fn evaluate_ensemble(
                 .answers
                 .narrow(0, start, len)
                 .unsqueeze(0)
-                .expand([k, len], false)
-                .reshape([k * len]);
-            let logits = model.forward_at(&ids, Some(&pad), &positions, false)?; // (K, len, v)
-            let rows = row_metrics(&logits.reshape([k * len, v]), &answers); // (K·len, 3)
+                .expand([k, len], false);
+            let logits = model.forward_at_members(&ids, Some(&pad), &positions, false)?; // K × (len, v)
+            let rows: Vec<Tensor> = logits
+                .iter()
+                .zip(answers.unbind(0))
+                .map(|(l, a)| row_metrics(l, &a))
+                .collect();
+            let rows = Tensor::cat(&rows, 0); // (K·len, 3)
             let index =
                 (split.kinds.narrow(0, start, len).unsqueeze(0) + &offsets).reshape([k * len]);
             let _ = sums.f_index_add_(0, &index, &rows)?;
@@ -639,54 +660,79 @@ pub fn evaluate_ensemble(
         .collect())
 }
 
-/// Adam/AdamW for the members of an ensemble: per member, one fused-kernel call over views
-/// (`select(0, k)`) of the stacked parameters, gradients and moments, with the member's own
-/// hyper-parameters and step counters. Member `k`'s state is the state a single run's
-/// [`crate::optim::Adam`] would hold.
+/// Adam/AdamW for the members of an ensemble: per member, one fused-kernel call over the
+/// member's views of the parameters ([`MemberParam`]: rows of the stacked block parameters, its
+/// own vocabulary tables) and gradients, with its own moments, hyper-parameters and step
+/// counters. Member `k`'s state is the state a single run's [`crate::optim::Adam`] would hold.
 #[derive(Debug)]
 pub struct EnsembleAdam {
-    names: Vec<String>,
-    /// The stacked `[K, …]` parameters (autograd leaves).
-    params: Vec<Tensor>,
-    exp_avg: Vec<Tensor>,
-    exp_avg_sq: Vec<Tensor>,
-    /// `steps[k][i]`: member `k`'s float32 step counter of parameter `i`.
-    steps: Vec<Vec<Tensor>>,
-    cfgs: Vec<AdamConfig>,
+    members: Vec<MemberAdam>,
     taken: u64,
 }
 
+/// One member's parameters and optimiser state.
+#[derive(Debug)]
+struct MemberAdam {
+    params: Vec<MemberParam>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    /// Float32 step counter of each parameter.
+    steps: Vec<Tensor>,
+    cfg: AdamConfig,
+}
+
 impl EnsembleAdam {
-    /// An optimiser over stacked parameters `[K, …]` (name, tensor) with zeroed moments; one
-    /// configuration per member.
-    pub fn new(params: Vec<(String, Tensor)>, cfgs: Vec<AdamConfig>) -> Self {
-        let (names, params): (Vec<String>, Vec<Tensor>) = params.into_iter().unzip();
-        let exp_avg = params.iter().map(Tensor::zeros_like).collect();
-        let exp_avg_sq = params.iter().map(Tensor::zeros_like).collect();
-        let device = params.first().map_or(Device::Cpu, Tensor::device);
-        let steps = cfgs
-            .iter()
-            .map(|_| {
-                params
-                    .iter()
-                    .map(|_| Tensor::zeros([], (Kind::Float, device)))
-                    .collect()
+    /// An optimiser over each member's parameters (`members[k]`, in a fixed order) with zeroed
+    /// moments; one configuration per member.
+    ///
+    /// # Errors
+    /// [`TrainError::Optimizer`] when there are not as many configurations as members.
+    pub fn new(members: Vec<Vec<MemberParam>>, cfgs: Vec<AdamConfig>) -> Result<Self, TrainError> {
+        if members.len() != cfgs.len() {
+            return Err(TrainError::Optimizer(format!(
+                "{} optimiser configurations for {} members",
+                cfgs.len(),
+                members.len()
+            )));
+        }
+        let members = members
+            .into_iter()
+            .zip(cfgs)
+            .map(|(params, cfg)| {
+                let values: Vec<Tensor> = params.iter().map(MemberParam::value).collect();
+                MemberAdam {
+                    exp_avg: values.iter().map(Tensor::zeros_like).collect(),
+                    exp_avg_sq: values.iter().map(Tensor::zeros_like).collect(),
+                    steps: values
+                        .iter()
+                        .map(|v| Tensor::zeros([], (Kind::Float, v.device())))
+                        .collect(),
+                    params,
+                    cfg,
+                }
             })
             .collect();
-        Self {
-            names,
-            params,
-            exp_avg,
-            exp_avg_sq,
-            steps,
-            cfgs,
-            taken: 0,
-        }
+        Ok(Self { members, taken: 0 })
     }
 
-    /// Sets every gradient to zero (in place, keeping the buffers).
+    /// The optimiser of every member of `model`, member `k` with `cfgs[k]`.
+    ///
+    /// # Errors
+    /// As [`EnsembleAdam::new`].
+    pub fn for_model(model: &GptEnsemble, cfgs: Vec<AdamConfig>) -> Result<Self, TrainError> {
+        let members = (0..model.members())
+            .map(|k| model.member_params(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(members, cfgs)
+    }
+
+    /// Drops every gradient (the next backward pass writes fresh ones).
     pub fn zero_grad(&mut self) {
-        clear_grads(&self.params);
+        clear_grads(
+            self.members
+                .iter()
+                .flat_map(|m| m.params.iter().map(MemberParam::leaf)),
+        );
     }
 
     /// One update of every member from the accumulated gradients, member `k` with learning rate
@@ -699,60 +745,61 @@ impl EnsembleAdam {
         lrs: &[f64],
         mut scalers: Option<&mut [GradScaler]>,
     ) -> Result<(), TrainError> {
-        if lrs.len() != self.cfgs.len() {
+        if lrs.len() != self.members.len() {
             return Err(TrainError::Optimizer(format!(
                 "{} learning rates for {} members",
                 lrs.len(),
-                self.cfgs.len()
+                self.members.len()
             )));
         }
         self.taken += 1;
-        let active: Vec<(usize, Tensor)> = self
-            .params
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                let g = p.grad();
-                g.defined().then_some((i, g))
-            })
-            .collect();
-        if active.is_empty() {
-            return Ok(());
-        }
         tch::no_grad(|| -> Result<(), TrainError> {
-            for (k, cfg) in self.cfgs.iter().enumerate() {
-                let member = k as i64;
-                let view = |ts: &[Tensor], i: usize| ts[i].detach().select(0, member);
-                let params: Vec<Tensor> =
-                    active.iter().map(|(i, _)| view(&self.params, *i)).collect();
-                let grads: Vec<Tensor> = active.iter().map(|(_, g)| g.select(0, member)).collect();
-                let exp_avgs: Vec<Tensor> = active
+            for (k, member) in self.members.iter_mut().enumerate() {
+                let active: Vec<(usize, Tensor)> = member
+                    .params
                     .iter()
-                    .map(|(i, _)| view(&self.exp_avg, *i))
+                    .enumerate()
+                    .filter_map(|(i, p)| p.grad().map(|g| (i, g)))
                     .collect();
-                let exp_avg_sqs: Vec<Tensor> = active
+                if active.is_empty() {
+                    continue;
+                }
+                let params: Vec<Tensor> = active
                     .iter()
-                    .map(|(i, _)| view(&self.exp_avg_sq, *i))
+                    .map(|(i, _)| member.params[*i].value())
                     .collect();
+                let grads: Vec<&Tensor> = active.iter().map(|(_, g)| g).collect();
                 // The kernel reads the step counter; PyTorch increments it just before the call.
                 for (i, _) in &active {
-                    let _ = self.steps[k][*i].g_add_scalar_(1.0);
+                    let _ = member.steps[*i].g_add_scalar_(1.0);
                 }
-                let steps: Vec<&Tensor> = active.iter().map(|(i, _)| &self.steps[k][*i]).collect();
+                let pick = |ts: &[Tensor]| -> Vec<Tensor> {
+                    active.iter().map(|(i, _)| ts[*i].shallow_clone()).collect()
+                };
+                let (exp_avgs, exp_avg_sqs, steps) = (
+                    pick(&member.exp_avg),
+                    pick(&member.exp_avg_sq),
+                    pick(&member.steps),
+                );
                 let scaler = scalers.as_deref_mut().map(|s| &mut s[k]);
                 if let Some(s) = &scaler {
-                    s.check(&grads);
+                    s.check(
+                        &active
+                            .iter()
+                            .map(|(_, g)| g.shallow_clone())
+                            .collect::<Vec<_>>(),
+                    );
                 }
                 fused_adam(
                     &FusedGroup {
                         params: &params.iter().collect::<Vec<_>>(),
-                        grads: &grads.iter().collect::<Vec<_>>(),
+                        grads: &grads,
                         exp_avgs: &exp_avgs.iter().collect::<Vec<_>>(),
                         exp_avg_sqs: &exp_avg_sqs.iter().collect::<Vec<_>>(),
-                        steps: &steps,
+                        steps: &steps.iter().collect::<Vec<_>>(),
                     },
                     lrs[k],
-                    cfg,
+                    &member.cfg,
                     scaler.as_deref(),
                 )?;
                 if let Some(s) = scaler {
@@ -764,17 +811,21 @@ impl EnsembleAdam {
     }
 
     /// Member `k`'s state under the names of [`crate::optim::Adam::state`] (`exp_avg.<name>`,
-    /// `exp_avg_sq.<name>`, `step.<name>`, `optimizer_steps`), for its checkpoints.
+    /// `exp_avg_sq.<name>`, `step.<name>`, `optimizer_steps`), for its checkpoints; empty when
+    /// `k` is not a member.
     pub fn member_state(&self, k: usize) -> Vec<(String, Tensor)> {
-        let member = k as i64;
-        let mut out = Vec::with_capacity(3 * self.names.len() + 1);
-        for (i, name) in self.names.iter().enumerate() {
-            out.push((format!("exp_avg.{name}"), self.exp_avg[i].select(0, member)));
+        let Some(member) = self.members.get(k) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(3 * member.params.len() + 1);
+        for (i, p) in member.params.iter().enumerate() {
+            let name = p.name();
+            out.push((format!("exp_avg.{name}"), member.exp_avg[i].shallow_clone()));
             out.push((
                 format!("exp_avg_sq.{name}"),
-                self.exp_avg_sq[i].select(0, member),
+                member.exp_avg_sq[i].shallow_clone(),
             ));
-            out.push((format!("step.{name}"), self.steps[k][i].shallow_clone()));
+            out.push((format!("step.{name}"), member.steps[i].shallow_clone()));
         }
         out.push(("optimizer_steps".into(), Tensor::from(self.taken as i64)));
         out

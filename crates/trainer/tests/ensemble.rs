@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use gpt_rope::ensemble::MemberParam;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 use trainer::ensemble::{EnsembleAdam, EnsembleOptions, compatible, run_ensemble};
@@ -219,13 +220,30 @@ fn per_member_fused_adam_equals_separate_adams() {
                 .collect()
         })
         .collect();
-    let mut ens = EnsembleAdam::new(
+    // Every stacked tensor is shared by the members, except the last, which member `m` owns as
+    // its own copy (the layout of an ensemble's vocabulary tables).
+    let owned: Vec<Tensor> = (0..k)
+        .map(|m| {
+            let (_, last) = stacked.last().unwrap();
+            last.detach().get(m).copy().set_requires_grad(true)
+        })
+        .collect();
+    let member_params = |m: i64| -> Vec<MemberParam> {
+        let n = stacked.len();
         stacked
             .iter()
-            .map(|(n, p)| (n.clone(), p.shallow_clone()))
-            .collect(),
-        cfgs.to_vec(),
-    );
+            .enumerate()
+            .map(|(i, (name, p))| {
+                if i + 1 == n {
+                    MemberParam::own(name.as_str(), &owned[m as usize])
+                } else {
+                    MemberParam::row(name.as_str(), p, m)
+                }
+            })
+            .collect()
+    };
+    let mut ens = EnsembleAdam::new((0..k).map(member_params).collect(), cfgs.to_vec()).unwrap();
+    assert!(EnsembleAdam::new(vec![member_params(0)], cfgs.to_vec()).is_err());
     let mut opts: Vec<Adam> = singles
         .iter()
         .zip(&cfgs)
@@ -241,12 +259,18 @@ fn per_member_fused_adam_equals_separate_adams() {
     for step in 1..=4 {
         let grads: Vec<Tensor> = stacked.iter().map(|(_, p)| Tensor::randn_like(p)).collect();
         ens.zero_grad();
-        let loss: Tensor = stacked
+        let n = stacked.len();
+        let shared: Tensor = stacked[..n - 1]
             .iter()
             .zip(&grads)
             .map(|((_, p), g)| (p * g).sum(Kind::Float))
             .sum();
-        loss.backward();
+        let own: Tensor = owned
+            .iter()
+            .enumerate()
+            .map(|(m, p)| (p * grads[n - 1].get(m as i64)).sum(Kind::Float))
+            .sum();
+        (shared + own).backward();
         let lrs = [0.01 * step as f64, 0.02, 0.005 * step as f64];
         ens.step(&lrs, None).unwrap();
         for (m, opt) in opts.iter_mut().enumerate() {
@@ -261,8 +285,13 @@ fn per_member_fused_adam_equals_separate_adams() {
         }
     }
     for m in 0..k {
-        for ((name, p), (_, q)) in stacked.iter().zip(&singles[m as usize]) {
-            let d = (p.detach().get(m) - q).abs().max().double_value(&[]);
+        for (i, ((name, p), (_, q))) in stacked.iter().zip(&singles[m as usize]).enumerate() {
+            let value = if i + 1 == stacked.len() {
+                owned[m as usize].detach()
+            } else {
+                p.detach().get(m)
+            };
+            let d = (value - q).abs().max().double_value(&[]);
             assert!(d < 1e-6, "member {m} `{name}` differs by {d:e}");
         }
         let want = opts[m as usize].state();
