@@ -3,7 +3,9 @@
 //! Glue only: parse flags, read the sweep file, call the `sweep` library, print a table.
 //!
 //! ```text
-//! sweep run <FILE> [--jobs N] [--dry-run]          all experiments, N side by side
+//! sweep run <FILE> [--jobs N] [--ensemble K] [--dry-run]
+//!                                                  all experiments, N processes side by side,
+//!                                                  up to K compatible ones batched per process
 //! sweep run-one <FILE> --index I                   experiment I (a Slurm array task)
 //! sweep slurm <FILE> [--dry-run] [resources]       write the sbatch job-array script
 //! sweep reproduce <FIGURE> [--scale small|full]    run a paper figure's sweep and draw it
@@ -143,6 +145,11 @@ struct Exec {
     /// The `train` executable [default: next to this program, else on PATH].
     #[arg(long, env = "SWEEP_TRAIN_BIN")]
     train_bin: Option<PathBuf>,
+    /// Most experiments trained together as one batched ensemble (experiments whose
+    /// configurations differ only in seed, lr, weight_decay, warmup_steps, optimizer, logging);
+    /// 1 (or 0) runs each experiment on its own.
+    #[arg(long, default_value_t = sweep::runner::DEFAULT_ENSEMBLE)]
+    ensemble: usize,
 }
 
 fn load(file: &Path, scale: &str, out: &Path, cache: &Path) -> Result<Sweep> {
@@ -163,9 +170,15 @@ fn default_train_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("train"))
 }
 
-fn run_options(train_bin: Option<PathBuf>, jobs: usize, threads: Option<usize>) -> RunOptions {
+fn run_options(
+    train_bin: Option<PathBuf>,
+    jobs: usize,
+    threads: Option<usize>,
+    ensemble: usize,
+) -> RunOptions {
     let mut o = RunOptions::new(train_bin.unwrap_or_else(default_train_bin), jobs);
     o.threads = threads;
+    o.ensemble = ensemble;
     o.verbose = true;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -197,14 +210,28 @@ fn print_plan(sweep: &Sweep, opts: &RunOptions) {
         println!("scale {}: {desc}", sweep.spec.scale);
     }
     let threads = opts.threads_per_job();
-    for e in &sweep.experiments {
-        println!("[{}] {}", e.index, e.name);
-        match &e.invalid {
-            Some(reason) => println!("    invalid: {reason}"),
-            None => println!(
-                "    {}",
-                shell_line(&opts.train_bin, &sweep.train_args(e, threads))
-            ),
+    for group in sweep::runner::plan(sweep, opts) {
+        match group[..] {
+            [e] => {
+                println!("[{}] {}", e.index, e.name);
+                match &e.invalid {
+                    Some(reason) => println!("    invalid: {reason}"),
+                    None => println!(
+                        "    {}",
+                        shell_line(&opts.train_bin, &sweep.train_args(e, threads))
+                    ),
+                }
+            }
+            _ => {
+                println!("batched ({} runs, {threads} threads):", group.len());
+                for e in &group {
+                    println!("[{}] {}", e.index, e.name);
+                }
+                println!(
+                    "    {}",
+                    shell_line(&opts.train_bin, &sweep::runner::group_args(&group))
+                );
+            }
         }
     }
 }
@@ -227,7 +254,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
         } => {
             let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
-            let opts = run_options(exec.train_bin, exec.jobs, exec.threads);
+            let opts = run_options(exec.train_bin, exec.jobs, exec.threads, exec.ensemble);
             if dry_run {
                 print_plan(&sweep, &opts);
                 return Ok(ExitCode::SUCCESS);
@@ -243,7 +270,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             train_bin,
         } => {
             let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
-            let opts = run_options(train_bin, 1, threads);
+            let opts = run_options(train_bin, 1, threads, 1);
             let outcome = sweep::run_one(&sweep, index, &opts)?;
             Ok(finish(std::slice::from_ref(&outcome)))
         }
@@ -314,7 +341,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if sweep.spec.reproduce.is_none() {
                 bail!("{}: no [reproduce] table", file.display());
             }
-            let opts = run_options(exec.train_bin, exec.jobs, exec.threads);
+            let opts = run_options(exec.train_bin, exec.jobs, exec.threads, exec.ensemble);
             if dry_run {
                 print_plan(&sweep, &opts);
                 return Ok(ExitCode::SUCCESS);

@@ -1,7 +1,8 @@
 //! `train`: trains the GPT-RoPE model on a knowledge-graph dataset.
 //!
 //! Glue only: parse flags, resolve the configuration (environment > flags > config file >
-//! defaults), start W&B when it is on, call [`trainer::run`], report.
+//! defaults), start W&B when it is on, call [`trainer::run`] (or, with `--ensemble`,
+//! [`trainer::ensemble::run_ensemble_members`] for several configurations at once), report.
 //!
 //! Every configuration key is also a flag (`--lr 1e-3`, `--lr=1e-3`, `--d_model=256`,
 //! `--num-entities 20`), so the program works as the command of a W&B sweep agent.
@@ -32,6 +33,11 @@ struct Cli {
     /// flags such as --epochs still apply).
     #[arg(long, value_name = "SAVE_DIR")]
     resume: Option<PathBuf>,
+    /// Train these configurations (complete TOML files, each with its own save_dir) together as
+    /// one batched ensemble; they may differ only in per-run keys (seed, lr, weight_decay,
+    /// warmup_steps, optimizer, logging, save_dir, wandb). Other flags apply to every member.
+    #[arg(long, num_args = 1.., value_name = "CONFIG", conflicts_with_all = ["config", "resume"])]
+    ensemble: Vec<PathBuf>,
     /// Dataset directory (generated from the data table when it holds no dataset).
     #[arg(long)]
     data_dir: Option<String>,
@@ -99,6 +105,7 @@ struct Cli {
 const EXPLICIT: &[&str] = &[
     "config",
     "resume",
+    "ensemble",
     "data_dir",
     "save_dir",
     "epochs",
@@ -179,6 +186,25 @@ fn resolve(cli: &Cli) -> Result<RunConfig> {
             );
         }
     }
+    apply_flags(cli, &mut cfg)?;
+    Ok(cfg)
+}
+
+/// The configurations of `--ensemble`: each file, then the flags.
+fn resolve_members(cli: &Cli) -> Result<Vec<RunConfig>> {
+    cli.ensemble
+        .iter()
+        .map(|path| {
+            let mut cfg = RunConfig::from_file(path)?;
+            apply_flags(cli, &mut cfg).with_context(|| format!("--ensemble {}", path.display()))?;
+            Ok(cfg)
+        })
+        .collect()
+}
+
+/// Applies the named flags, `--set`, `--no_wandb` and `--resume`'s directory to `cfg`, then
+/// validates it.
+fn apply_flags(cli: &Cli, cfg: &mut RunConfig) -> Result<()> {
     let named = [
         ("data_dir", &cli.data_dir),
         ("save_dir", &cli.save_dir),
@@ -216,27 +242,96 @@ fn resolve(cli: &Cli) -> Result<RunConfig> {
         cfg.train.save_dir = dir.clone();
     }
     cfg.validate()?;
-    Ok(cfg)
+    Ok(())
+}
+
+/// A flag raised by the first Ctrl-C (the run stops after the current batch and writes its
+/// checkpoints); a second Ctrl-C exits at once.
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: stop now.
+            std::process::exit(130);
+        }
+        eprintln!(
+            "interrupt: finishing the current batch, writing a checkpoint (Ctrl-C again to abort)"
+        );
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(interrupt)
+}
+
+/// `--ensemble`: trains every member in one batched process; exit status 0 when every member
+/// finished, 130 when interrupted, 1 when any member failed (each failure is printed).
+fn run_members(cli: &Cli) -> Result<ExitCode> {
+    let cfgs = resolve_members(cli)?;
+    if cli.print_config {
+        for cfg in &cfgs {
+            println!("# {}", cfg.train.save_dir.display());
+            print!("{}", cfg.to_toml_string());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let interrupt = interrupt_flag()?;
+    let mut extra_sinks = Vec::with_capacity(cfgs.len());
+    for cfg in &cfgs {
+        let mut sinks: Vec<Box<dyn trainer::MetricsSink>> = Vec::new();
+        if let Some(sink) = trainer::wandb::start(cfg, false)? {
+            sinks.push(Box::new(sink));
+        }
+        extra_sinks.push(sinks);
+    }
+    let opts = trainer::ensemble::EnsembleOptions {
+        interrupt: Some(interrupt),
+        extra_sinks,
+        quiet: cli.quiet,
+    };
+    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.train.save_dir.clone()).collect();
+    match trainer::ensemble::run_ensemble_members(cfgs, opts) {
+        Ok(outcomes) => {
+            let mut failed = false;
+            for (dir, outcome) in dirs.iter().zip(outcomes) {
+                match outcome {
+                    Ok(s) => eprintln!(
+                        "done: {} epochs, {} steps in {} ({:.2} ms/epoch training, {:.2} ms/eval, batched)",
+                        s.epochs,
+                        s.global_step,
+                        dir.display(),
+                        1e3 * s.train_seconds / s.epochs_this_run.max(1) as f64,
+                        1e3 * s.eval_seconds / s.epochs_this_run.max(1) as f64,
+                    ),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("error: {}: {e:#}", dir.display());
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Err(TrainError::Interrupted) => {
+            eprintln!("interrupted: resume each member with `train --resume <save_dir>`");
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if !cli.ensemble.is_empty() {
+        return run_members(&cli);
+    }
     let cfg = resolve(&cli)?;
     if cli.print_config {
         print!("{}", cfg.to_toml_string());
         return Ok(ExitCode::SUCCESS);
     }
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let flag = Arc::clone(&interrupt);
-        ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                // A second Ctrl-C: stop now.
-                std::process::exit(130);
-            }
-            eprintln!("interrupt: finishing the current batch, writing a checkpoint (Ctrl-C again to abort)");
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+    let interrupt = interrupt_flag()?;
     let resume = cli.resume.is_some();
     let mut extra: Vec<Box<dyn trainer::MetricsSink>> = Vec::new();
     if let Some(sink) = trainer::wandb::start(&cfg, resume)? {
@@ -354,5 +449,61 @@ mod tests {
         assert!(
             Cli::try_parse_from(rewrite_args(args(&["train", "--learning_rate", "1"]))).is_err()
         );
+    }
+
+    #[test]
+    fn ensemble_members_are_their_files_with_the_flags_applied_to_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, seed: u64| {
+            let mut cfg = RunConfig::default();
+            cfg.train.seed = seed;
+            cfg.train.save_dir = dir.path().join(name);
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, cfg.to_toml_string()).unwrap();
+            path
+        };
+        let (a, b) = (write("a", 1), write("b", 2));
+        let argv = |extra: &[&str]| {
+            let mut v = vec![
+                "train",
+                "--ensemble",
+                a.to_str().unwrap(),
+                b.to_str().unwrap(),
+            ];
+            v.extend_from_slice(extra);
+            Cli::parse_from(rewrite_args(args(&v)))
+        };
+        let cfgs = resolve_members(&argv(&["--epochs", "7", "--set", "train.threads=1"])).unwrap();
+        assert_eq!(cfgs.len(), 2);
+        assert_eq!((cfgs[0].train.seed, cfgs[1].train.seed), (1, 2));
+        assert!(
+            cfgs.iter()
+                .all(|c| c.train.epochs == 7 && c.train.threads == 1)
+        );
+        assert_eq!(cfgs[1].train.save_dir, dir.path().join("b"));
+        // A bad value names the member file and the flag.
+        let err = format!(
+            "{:#}",
+            resolve_members(&argv(&["--lr", "fast"])).unwrap_err()
+        );
+        assert!(err.contains("a.toml") && err.contains("--lr"), "{err}");
+        // A missing member file is named.
+        let missing = dir.path().join("missing.toml");
+        let cli = Cli::parse_from(rewrite_args(args(&[
+            "train",
+            "--ensemble",
+            missing.to_str().unwrap(),
+        ])));
+        let err = format!("{:#}", resolve_members(&cli).unwrap_err());
+        assert!(err.contains("missing.toml"), "{err}");
+        // --ensemble replaces --config and cannot resume.
+        for other in [["--config", "x.toml"], ["--resume", "runs/x"]] {
+            let mut v = vec!["train", "--ensemble", "a.toml"];
+            v.extend_from_slice(&other);
+            assert!(
+                Cli::try_parse_from(rewrite_args(args(&v))).is_err(),
+                "{other:?}"
+            );
+        }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! A sweep file (TOML, see [`spec`]) names a base config, fixed keys, swept parameters (grid or
 //! seeded random) and training seeds. The crate expands it into experiments with readable names,
-//! generates each distinct dataset once into a cache, and runs the `train` binary once per
-//! experiment as a child process: side by side on one machine (`--jobs`), or as a Slurm job
-//! array whose tasks call `sweep run-one`. W&B sweep agents need nothing from here: they call
+//! generates each distinct dataset once into a cache, and runs the `train` binary as child
+//! processes: side by side on one machine (`--jobs`), experiments whose shapes agree batched
+//! into one `train --ensemble` process each (`--ensemble`), or as a Slurm job array whose tasks
+//! call `sweep run-one`. W&B sweep agents need nothing from here: they call
 //! `train --key=value` themselves (`configs/paper/wandb-sweep-example.yaml`).
 //!
 //! # Overview
@@ -15,26 +16,27 @@
 //!   (`<out>/<sweep>/<experiment>` run directories, `<cache>/<readable>-<hash>` datasets) and
 //!   the exact `train` command of each experiment.
 //! - `cache`: the dataset cache key ([`cache::data_key`]) and atomic generation.
-//! - `runner`: [`run_sweep`] / [`run_one`] with [`RunOptions`], the per-experiment [`Outcome`]
-//!   (appended to `sweep-status.jsonl`), skipping finished runs, resuming interrupted ones, and
+//! - `runner`: [`runner::plan`] (which experiments train together), [`run_sweep`] /
+//!   [`run_one`] with [`RunOptions`], the per-experiment [`Outcome`] (appended to
+//!   `sweep-status.jsonl`), skipping finished runs, resuming interrupted ones, and
 //!   [`summary_table`].
 //! - `slurm`: the job-array script ([`slurm::script`]).
 //! - `reproduce`: a finished figure sweep drawn with `plots::sweep_plot` plus `summary.json`
 //!   with onset estimates ([`reproduce::draw`]).
 //!
 //! # Invariants
-//! - The sweep never trains in-process: one `train` process per experiment, so one failure
-//!   cannot stop the others, and the sweep does not touch libtorch (it links the `trainer` crate
-//!   only for `RunConfig`, the one definition of the configuration keys).
+//! - The sweep never trains in-process: one `train` process per experiment or per batched group,
+//!   so one failure cannot stop the others, and the sweep does not touch libtorch (it links the
+//!   `trainer` crate only for `RunConfig` and the ensemble compatibility rule, the one
+//!   definition of the configuration keys).
+//! - Batching changes nothing a researcher reads: a batched member writes the run directory,
+//!   metrics, checkpoints and status row its separate run would (equal within floating-point
+//!   summation order; `trainer::ensemble` tests it), and an interrupted member resumes as a
+//!   separate run.
 //! - Datasets are generated before runs start, serially, and written by rename, so runs never
 //!   race on a dataset.
 //! - Experiment `i` of a sweep file is the same experiment in `--dry-run`, `run`, `run-one
 //!   --index i` and the Slurm array: the expansion is a pure function of the file (and scale).
-//!
-//! A future batched multi-model trainer (several seeds or learning rates in one process) slots
-//! in at [`run_sweep`]: experiments whose configurations differ only in batched keys would be
-//! handed to it as one group instead of one process each; naming, caching, status and figures
-//! stay as they are.
 
 pub mod cache;
 mod error;

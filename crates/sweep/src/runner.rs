@@ -1,10 +1,14 @@
-//! Running experiments as `train` child processes: side by side with `--jobs`, skipping
-//! finished runs, resuming interrupted ones, recording every outcome.
+//! Running experiments as `train` child processes: side by side with `--jobs`, batched into
+//! ensembles where their shapes agree, skipping finished runs, resuming interrupted ones,
+//! recording every outcome.
 //!
-//! Each experiment is its own process, so a crash, a bad value or a non-finite loss in one run
-//! cannot take the others down; its stdout and stderr go to `train.stdout.log` and
-//! `train.stderr.log` in its run directory, and one JSON line per outcome is appended to
-//! `<sweep dir>/sweep-status.jsonl`.
+//! [`plan`] groups the experiments that may train together (their configurations differ only in
+//! per-run keys, as `trainer::ensemble::compatible` decides: seeds, learning rates, weight
+//! decays, …) into batched `train --ensemble` processes of at most [`RunOptions::ensemble`]
+//! members; every other experiment is its own process. A crash or a bad value in one process
+//! cannot take the others down, and a non-finite loss stops only its own member. The process's
+//! stdout and stderr go to `train.stdout.log` and `train.stderr.log` in each member's run
+//! directory, and one JSON line per experiment is appended to `<sweep dir>/sweep-status.jsonl`.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -28,6 +32,10 @@ pub const STATUS_FILE: &str = "sweep-status.jsonl";
 pub const TAIL_LINES: usize = 20;
 /// Exit status of `train` when interrupted (it wrote a `last` checkpoint first).
 const INTERRUPTED_EXIT: i32 = 130;
+/// Default of [`RunOptions::ensemble`]: members per batched `train` process.
+pub const DEFAULT_ENSEMBLE: usize = 8;
+/// Name of a batched member's resolved configuration in its run directory.
+pub const MEMBER_CONFIG: &str = "ensemble-member.toml";
 
 /// How to run experiments.
 #[derive(Debug, Clone)]
@@ -42,6 +50,9 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Print one line per started and finished experiment to stderr.
     pub verbose: bool,
+    /// Most experiments trained together in one batched `train --ensemble` process; 1 runs
+    /// every experiment on its own.
+    pub ensemble: usize,
 }
 
 impl RunOptions {
@@ -53,6 +64,7 @@ impl RunOptions {
             train_bin,
             stop: None,
             verbose: false,
+            ensemble: DEFAULT_ENSEMBLE,
         }
     }
 
@@ -195,19 +207,26 @@ pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let data_failures = prepare_datasets(sweep, opts.verbose);
     let status = Arc::new(StatusLog::open(&dir.join(STATUS_FILE))?);
-    let queue: Mutex<VecDeque<&Experiment>> = Mutex::new(sweep.experiments.iter().collect());
+    let work = plan(sweep, opts);
+    let processes = work.len();
+    let queue: Mutex<VecDeque<Vec<&Experiment>>> = Mutex::new(work.into());
     let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
     let threads = opts.threads_per_job();
     std::thread::scope(|scope| {
-        for _ in 0..opts.jobs.max(1).min(sweep.experiments.len().max(1)) {
+        for _ in 0..opts.jobs.max(1).min(processes.max(1)) {
             scope.spawn(|| {
                 loop {
                     let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
-                    let Some(e) = next else { break };
-                    let outcome = run_experiment(sweep, e, opts, threads, &data_failures);
-                    status.append(&outcome);
-                    if let Ok(mut r) = results.lock() {
-                        r.push(outcome);
+                    let Some(group) = next else { break };
+                    let outcomes = match group[..] {
+                        [e] => vec![run_experiment(sweep, e, opts, threads, &data_failures)],
+                        _ => run_group(&group, opts, threads, &data_failures),
+                    };
+                    for outcome in outcomes {
+                        status.append(&outcome);
+                        if let Ok(mut r) = results.lock() {
+                            r.push(outcome);
+                        }
                     }
                 }
             });
@@ -219,6 +238,164 @@ pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
         return Err(e);
     }
     Ok(out)
+}
+
+/// The processes a sweep runs, in order: each entry is one `train` process, either one
+/// experiment or (two or more) experiments batched as an ensemble.
+///
+/// Experiments that will really train (valid, not finished, not resuming a checkpoint) are
+/// sorted into classes whose configurations `trainer::ensemble::compatible` accepts together.
+/// A class of `n` is cut into balanced groups of at most [`RunOptions::ensemble`] members, and
+/// small enough that the classes give every one of the `jobs` slots work: with `c` classes,
+/// each gets `max(1, jobs / c)` groups at least (when it has that many experiments). Everything
+/// else (invalid, finished, resumable) is a process of its own, which reports it.
+pub fn plan<'a>(sweep: &'a Sweep, opts: &RunOptions) -> Vec<Vec<&'a Experiment>> {
+    let mut singles: Vec<Vec<&Experiment>> = Vec::new();
+    let mut classes: Vec<Vec<&Experiment>> = Vec::new();
+    for e in &sweep.experiments {
+        let batchable = opts.ensemble > 1
+            && e.invalid.is_none()
+            && !is_finished(&e.run_dir, e.config.train.epochs)
+            && !resumable(e)
+            && trainer::ensemble::supported(&e.config).is_ok();
+        if !batchable {
+            singles.push(vec![e]);
+            continue;
+        }
+        match classes
+            .iter_mut()
+            .find(|c| trainer::ensemble::compatible(&c[0].config, &e.config).is_ok())
+        {
+            Some(class) => class.push(e),
+            None => classes.push(vec![e]),
+        }
+    }
+    let slots_per_class = (opts.jobs.max(1) / classes.len().max(1)).max(1);
+    let mut work = singles;
+    for class in classes {
+        let n = class.len();
+        let size = opts.ensemble.min(n.div_ceil(slots_per_class)).max(1);
+        let groups = n.div_ceil(size);
+        // Balanced: the first `n % groups` groups get one more member.
+        let (base, extra) = (n / groups, n % groups);
+        let mut rest = &class[..];
+        for g in 0..groups {
+            let take = base + usize::from(g < extra);
+            let (group, tail) = rest.split_at(take);
+            work.push(group.to_vec());
+            rest = tail;
+        }
+    }
+    work.sort_by_key(|g| g.first().map_or(usize::MAX, |e| e.index));
+    work
+}
+
+/// The `train` arguments of a batched group (without the program): `--ensemble` with each
+/// member's configuration file ([`MEMBER_CONFIG`] in its run directory), then `--quiet`.
+pub fn group_args(group: &[&Experiment]) -> Vec<String> {
+    let mut args = vec!["--ensemble".to_string()];
+    args.extend(
+        group
+            .iter()
+            .map(|e| e.run_dir.join(MEMBER_CONFIG).display().to_string()),
+    );
+    args.push("--quiet".into());
+    args
+}
+
+/// Runs a batched group as one `train --ensemble` process and returns one outcome per member.
+fn run_group(
+    group: &[&Experiment],
+    opts: &RunOptions,
+    threads: usize,
+    data_failures: &[(PathBuf, String)],
+) -> Vec<Outcome> {
+    let outcome = |e: &Experiment| Outcome {
+        index: e.index,
+        experiment: e.name.clone(),
+        status: Status::NotStarted,
+        seconds: 0.0,
+        command: None,
+        final_macro_acc: None,
+        final_ood_analogical_acc: None,
+    };
+    let mut outs: Vec<Outcome> = group.iter().map(|e| outcome(e)).collect();
+    let names = group
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let say = |what: &str| {
+        if opts.verbose {
+            eprintln!("[{} runs, batched] {what} {names}", group.len(),);
+        }
+    };
+    // Members share every non-per-run key, the dataset included.
+    if let Some((_, reason)) = data_failures.iter().find(|(d, _)| *d == group[0].data_dir) {
+        for out in &mut outs {
+            out.status = Status::DataFailed {
+                reason: reason.clone(),
+            };
+        }
+        say("dataset failed:");
+        return outs;
+    }
+    if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        return outs;
+    }
+    // Each member's resolved configuration, as the member's `train` would get it.
+    for (e, out) in group.iter().zip(&mut outs) {
+        let mut cfg = e.config.clone();
+        cfg.train.threads = threads;
+        let path = e.run_dir.join(MEMBER_CONFIG);
+        let written = std::fs::create_dir_all(&e.run_dir)
+            .and_then(|()| std::fs::write(&path, cfg.to_toml_string()));
+        if let Err(err) = written {
+            out.status = Status::Failed {
+                exit_code: None,
+                stderr_tail: vec![format!("cannot write {}: {err}", path.display())],
+            };
+        }
+    }
+    if outs.iter().any(|o| o.status != Status::NotStarted) {
+        for out in &mut outs {
+            if out.status == Status::NotStarted {
+                out.status = Status::Failed {
+                    exit_code: None,
+                    stderr_tail: vec![
+                        "not started: another member's configuration could not be written".into(),
+                    ],
+                };
+            }
+        }
+        return outs;
+    }
+    let args = group_args(group);
+    let command = shell_line(&opts.train_bin, &args);
+    say("start");
+    let started = Instant::now();
+    let first = &group[0].run_dir;
+    let status = spawn_train(&opts.train_bin, &args, first);
+    let seconds = started.elapsed().as_secs_f64();
+    for (e, out) in group.iter().zip(&mut outs) {
+        if e.run_dir != *first {
+            // Every member's directory gets the logs of the process it ran in.
+            for log in ["train.stdout.log", "train.stderr.log"] {
+                let _ = std::fs::copy(first.join(log), e.run_dir.join(log));
+            }
+        }
+        out.status = match &status {
+            Status::Failed { .. } if is_finished(&e.run_dir, e.config.train.epochs) => {
+                Status::Finished
+            }
+            other => other.clone(),
+        };
+        out.seconds = seconds;
+        out.command = Some(command.clone());
+        fill_finals(out, &e.run_dir);
+    }
+    say(&format!("{} ({seconds:.1} s):", status.word()));
+    outs
 }
 
 /// Runs exactly experiment `index` (what one Slurm array task does), generating its dataset if

@@ -480,3 +480,156 @@ fn tiny_end_to_end_sweep_with_the_real_train() {
     );
     assert_eq!(again[0].final_macro_acc, out[0].final_macro_acc);
 }
+
+/// The groups of `plan` as experiment indices.
+fn groups(s: &Sweep, jobs: usize, ensemble: usize) -> Vec<Vec<usize>> {
+    let mut opts = RunOptions::new(PathBuf::from("train"), jobs);
+    opts.ensemble = ensemble;
+    sweep::runner::plan(s, &opts)
+        .iter()
+        .map(|g| g.iter().map(|e| e.index).collect())
+        .collect()
+}
+
+#[test]
+fn plan_batches_experiments_whose_shapes_agree_and_keeps_every_job_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    // lr and seed are per-run keys; batch_size fixes a shape.
+    let s = expand(
+        dir.path(),
+        "seeds = [1, 2, 3]\n[fixed]\nepochs = 2\n[parameters]\nbatch_size = [8, 16]\nlr = [0.001, 0.003]\n",
+    );
+    // Indices: batch 8 → 0..6, batch 16 → 6..12.
+    assert_eq!(
+        groups(&s, 1, 8),
+        [(0..6).collect::<Vec<_>>(), (6..12).collect()]
+    );
+    // Two classes for two jobs: still one group each.
+    assert_eq!(groups(&s, 2, 8).len(), 2);
+    // Four jobs: each class is cut in two balanced groups.
+    assert_eq!(
+        groups(&s, 4, 8),
+        [vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9, 10, 11]]
+    );
+    // At most `ensemble` members, in balanced groups: a class of 6 with at most 4 is 3 + 3.
+    assert_eq!(groups(&s, 1, 4), groups(&s, 4, 8));
+    assert_eq!(
+        groups(&s, 1, 5).iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 3, 3, 3]
+    );
+    // `--ensemble 1`: one process per experiment.
+    assert_eq!(
+        groups(&s, 1, 1),
+        (0..12).map(|i| vec![i]).collect::<Vec<_>>()
+    );
+
+    // Dropout cannot be batched; an invalid experiment and a finished one stay on their own.
+    let s = expand(
+        dir.path(),
+        "seeds = [1, 2]\n[fixed]\nepochs = 2\n[parameters]\ndropout = [0.0, 0.1]\nn_head = [2, 3]\n",
+    );
+    // 0,1: dropout 0 n_head 2 (batched); 2,3: n_head 3 (invalid); 4..8: dropout 0.1.
+    assert!(s.experiments[2].invalid.is_some());
+    assert_eq!(
+        groups(&s, 1, 8),
+        [
+            vec![0, 1],
+            vec![2],
+            vec![3],
+            vec![4],
+            vec![5],
+            vec![6],
+            vec![7]
+        ]
+    );
+    let done = s.experiments[1].run_dir.join("checkpoints/last");
+    std::fs::create_dir_all(&done).unwrap();
+    std::fs::write(done.join("checkpoint.json"), r#"{"epoch": 2}"#).unwrap();
+    assert_eq!(groups(&s, 1, 8)[..2], [vec![0], vec![1]]);
+}
+
+#[test]
+fn a_batched_sweep_gives_the_runs_of_separate_ones_and_a_diverging_member_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // lr 1e30 sends its member's loss to infinity in the first epoch.
+    let body = format!("{REAL}[parameters]\nlr = [0.003, 1e30]\n");
+    let s = expand(dir.path(), &body);
+    assert_eq!(s.experiments.len(), 4);
+    let mut opts = RunOptions::new(real_train().to_path_buf(), 1);
+    opts.threads = Some(1);
+    assert_eq!(
+        sweep::runner::plan(&s, &opts).len(),
+        1,
+        "one batched process"
+    );
+    let out = sweep::run_sweep(&s, &opts).unwrap();
+    let words: Vec<&str> = out.iter().map(|o| o.status.word()).collect();
+    assert_eq!(words, ["finished", "finished", "failed", "failed"]);
+    for o in &out {
+        let cmd = o.command.as_deref().unwrap();
+        assert!(cmd.contains("--ensemble"), "{cmd}");
+    }
+    match &out[2].status {
+        Status::Failed {
+            exit_code,
+            stderr_tail,
+        } => {
+            assert_eq!(*exit_code, Some(1));
+            let text = stderr_tail.join("\n");
+            let dir = s.experiments[2].run_dir.display().to_string();
+            assert!(
+                text.contains(&dir) && text.contains("training loss became"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every member's directory has the process's logs and its own configuration.
+    for e in &s.experiments {
+        assert!(e.run_dir.join("train.stderr.log").is_file(), "{}", e.name);
+        let cfg = trainer::RunConfig::from_file(&e.run_dir.join("config.toml")).unwrap();
+        assert_eq!(cfg.train.save_dir, e.run_dir);
+        assert_eq!(cfg.train.lr, e.config.train.lr);
+    }
+
+    // The same finished experiments run separately give the same metrics.
+    let separate = tempfile::tempdir().unwrap();
+    let s1 = expand(
+        separate.path(),
+        &format!("{REAL}[parameters]\nlr = [0.003]\n"),
+    );
+    let mut opts1 = RunOptions::new(real_train().to_path_buf(), 1);
+    opts1.threads = Some(1);
+    opts1.ensemble = 1;
+    let out1 = sweep::run_sweep(&s1, &opts1).unwrap();
+    assert!(out1.iter().all(|o| o.status == Status::Finished));
+    for (batched, alone) in s.experiments[..2].iter().zip(&s1.experiments) {
+        assert_eq!(batched.name, alone.name);
+        let read = |e: &sweep::Experiment| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(e.run_dir.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (a, b) = (read(batched), read(alone));
+        assert_eq!(a.len(), b.len(), "{}", batched.name);
+        for (x, y) in a.iter().zip(&b) {
+            let (x, y) = (x.as_object().unwrap(), y.as_object().unwrap());
+            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+            for (k, v) in x {
+                if let (Some(p), Some(q)) = (v.as_f64(), y[k].as_f64()) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * q.abs().max(1.0),
+                        "{} {k}: {p} vs {q}",
+                        batched.name
+                    );
+                }
+            }
+        }
+    }
+    // A restart skips the finished members and runs the failed ones again (alone: one lr).
+    let again = sweep::run_sweep(&s, &opts).unwrap();
+    let words: Vec<&str> = again.iter().map(|o| o.status.word()).collect();
+    assert_eq!(words, ["skipped", "skipped", "failed", "failed"]);
+}

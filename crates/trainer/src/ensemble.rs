@@ -104,8 +104,12 @@ pub fn compatible(a: &RunConfig, b: &RunConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// The settings ensemble mode cannot reproduce exactly.
-fn supported(cfg: &RunConfig) -> Result<(), String> {
+/// Whether a run can be an ensemble member at all: ensemble mode cannot reproduce dropout
+/// exactly, so a configuration with `dropout > 0` is refused.
+///
+/// # Errors
+/// A message naming the key.
+pub fn supported(cfg: &RunConfig) -> Result<(), String> {
     if cfg.model.dropout > 0.0 {
         return Err(format!(
             "`dropout` = {} is not supported in ensemble mode (members' dropout masks would not equal their separate runs)",
