@@ -13,6 +13,7 @@
 //! - evaluation: one batched pass over the test split for all members, then the same per-type
 //!   reduction as [`crate::eval::evaluate`];
 //! - run directory: `config.toml`, `metrics.jsonl` with the same rows as a single run,
+//!   `timings.json` (the shared process's seconds, with `batched_members`),
 //!   `checkpoints/{last,best,epochNNN}` in the normal checkpoint format (loadable by `--resume`
 //!   of a single run and by [`Gpt`]), `pca.jsonl`, plots;
 //! - geometry tracking and PCA: the member's weights are copied into a single [`Gpt`] (a few
@@ -44,6 +45,7 @@ use crate::optim::{AdamConfig, FusedGroup, GradScaler, clear_grads, fused_adam, 
 use crate::sink::{MetricsSink, Sinks, row};
 use crate::train::{
     BEST, LAST, RunSummary, epoch_order, load_or_generate, open_run_dir, select_device,
+    write_timings,
 };
 
 /// Keys that may differ between the members of one ensemble: they act per member (optimiser,
@@ -275,8 +277,9 @@ pub fn run_ensemble_members(
         Err(TrainError::Interrupted) => 130,
         Err(_) => 1,
     };
-    let mut results = Vec::with_capacity(ens.members.len());
-    for k in 0..ens.members.len() {
+    let members = ens.members.len();
+    let mut results = Vec::with_capacity(members);
+    for k in 0..members {
         // A non-finite loss leaves the weights unusable: keep the last good checkpoint instead.
         let non_finite = matches!(ens.members[k].failed, Some(TrainError::NonFinite { .. }));
         if !non_finite {
@@ -303,6 +306,9 @@ pub fn run_ensemble_members(
             exit_code
         };
         member.sinks.finish(code);
+        if let Err(e) = write_timings(&member.summary.save_dir, &member.summary, device, members) {
+            tracing::warn!("timings not written: {e}");
+        }
         if member.cfg.train.plots {
             let dir = &member.summary.save_dir;
             match plots::write_run_plots(dir) {

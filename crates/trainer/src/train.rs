@@ -239,7 +239,7 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
         }
     }
     sinks.finish(exit_code);
-    write_timings(&save_dir, &state.summary, device)?;
+    write_timings(&save_dir, &state.summary, device, 1)?;
     if cfg.train.plots {
         match plots::write_run_plots(&save_dir) {
             Ok(files) => tracing::info!(
@@ -484,11 +484,19 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Writes `timings.json`: where this invocation's time went, for benchmarks.
-fn write_timings(save_dir: &Path, s: &RunSummary, device: Device) -> Result<(), TrainError> {
+/// Writes `timings.json`: where this invocation's time went, for benchmarks. `members` is the
+/// number of runs trained in the same batched process (1 for a single run); their training and
+/// evaluation seconds are the shared process's.
+pub(crate) fn write_timings(
+    save_dir: &Path,
+    s: &RunSummary,
+    device: Device,
+    members: usize,
+) -> Result<(), TrainError> {
     let epochs = s.epochs_this_run.max(1) as f64;
     let json = serde_json::json!({
         "device": format!("{device:?}"),
+        "batched_members": members,
         "threads": tch::get_num_threads(),
         "epochs": s.epochs_this_run,
         "steps": s.steps_this_run,

@@ -69,6 +69,20 @@ fn read_rows(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
         .collect()
 }
 
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-6
 }
@@ -108,6 +122,21 @@ fn three_batched_members_equal_three_separate_runs() {
         assert_eq!(got[k].save_dir, *bd);
         assert_eq!(got[k].global_step, summaries[k].global_step);
         assert_eq!(got[k].epochs, 3);
+        // The same files as the separate run, and timings that say the process was shared.
+        let listing = |dir: &std::path::Path| -> BTreeSet<String> {
+            walk(dir)
+                .into_iter()
+                .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+                .collect()
+        };
+        assert_eq!(listing(bd), listing(sd), "member {k}: run directory files");
+        let members = |dir: &std::path::Path| {
+            let t: Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("timings.json")).unwrap())
+                    .unwrap();
+            t["batched_members"].as_u64()
+        };
+        assert_eq!((members(bd), members(sd)), (Some(3), Some(1)));
 
         let (want, rows) = (read_rows(sd), read_rows(bd));
         assert_eq!(rows.len(), want.len(), "member {k}: number of metric rows");
