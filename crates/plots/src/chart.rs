@@ -1178,7 +1178,12 @@ impl Figure {
         } else {
             legend_size(&self.shared_legend).1 + title_h + 20.0
         };
-        let w = cols as f64 * self.panel_w + legend_w;
+        // Wide enough for the title too (bold DejaVu runs about 12% wider than regular).
+        let title_w = self
+            .title
+            .as_deref()
+            .map_or(0.0, |t| 1.12 * text_width(t, FIG_TITLE_SIZE) + 32.0);
+        let w = (cols as f64 * self.panel_w + legend_w).max(title_w);
         let h = (title_h + rows as f64 * self.panel_h).max(legend_h);
         (w.round(), h.round())
     }
@@ -1289,6 +1294,35 @@ mod tests {
         assert_eq!(fmt_num(1500.0, 500.0), "1500");
         assert_eq!(fmt_num(2e5, 1e5), "2×10⁵");
         assert_eq!(fmt_num(-0.0001, 0.0001), "-1×10⁻⁴");
+    }
+
+    #[test]
+    fn a_figure_is_wide_enough_for_its_title() {
+        let panel = || {
+            Panel::new(
+                "p",
+                Axis::new("x", Scale::Linear),
+                Axis::new("y", Scale::Linear),
+            )
+        };
+        let mut short = Figure::new(Some("Fig. 3".into()), 1, 400.0, 300.0);
+        short.panels.push(panel());
+        assert_eq!(
+            short.size().0,
+            400.0,
+            "a short title leaves the width alone"
+        );
+        let long = "Fig. 3: weight decay [scale small] (mean, band min–max over seeds)";
+        let mut wide = Figure::new(Some(long.into()), 1, 400.0, 300.0);
+        wide.panels.push(panel());
+        let (w, _) = wide.size();
+        assert!(
+            w > 400.0 && w >= text_width(long, FIG_TITLE_SIZE) + 16.0,
+            "{w}"
+        );
+        // The title is centred on the widened figure.
+        let svg = wide.to_svg();
+        assert!(svg.contains(&format!(r#"x="{:.1}""#, w / 2.0)), "{svg}");
     }
 
     #[test]
