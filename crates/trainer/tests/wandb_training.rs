@@ -1,7 +1,8 @@
 //! Tiny training runs streaming to the fake W&B server on loopback: every `metrics.jsonl` row
 //! reaches the run's history at its global step, the summary and exit code arrive, retries
 //! deliver everything, an unreachable or stalled server does not slow training, `--resume`
-//! continues the same W&B run, and failed runs finish with a non-zero exit code.
+//! continues the same W&B run, failed runs finish with a non-zero exit code, and each member of
+//! an ensemble streams to its own W&B run.
 //!
 //! Training runs are serialised by a lock: libtorch's thread setting is process-wide, and the
 //! wall-time comparisons need a quiet machine.
@@ -437,4 +438,58 @@ fn a_run_failing_before_training_marks_the_wandb_run_failed() {
     let (complete, exit_code) = server.record().complete.expect("complete");
     assert!(complete);
     assert_ne!(exit_code, 0);
+}
+
+#[test]
+fn each_ensemble_member_streams_to_its_own_wandb_run() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfgs = Vec::new();
+    for (i, seed) in [3u64, 4].into_iter().enumerate() {
+        let mut cfg = tiny_config(dir.path(), 4);
+        cfg.train.save_dir = dir.path().join(format!("member{i}"));
+        cfg.train.seed = seed;
+        cfgs.push(cfg);
+    }
+    // One fake server per member, so each member's W&B run can be checked on its own.
+    let servers = [serve(Behaviour::default()), serve(Behaviour::default())];
+    let mut sinks = Vec::new();
+    let mut handles = Vec::new();
+    for (cfg, server) in cfgs.iter().zip(&servers) {
+        let url = server.url();
+        let vars = [
+            ("WANDB_API_KEY", TEST_API_KEY),
+            ("WANDB_BASE_URL", url.as_str()),
+        ];
+        let sink = wandb::start_with(cfg, false, lookup(&vars), &fast_options())
+            .expect("settings")
+            .expect("online");
+        handles.push(sink.report_handle());
+        sinks.push(vec![Box::new(sink) as Box<dyn MetricsSink>]);
+    }
+    let summaries = trainer::ensemble::run_ensemble(
+        cfgs.clone(),
+        trainer::ensemble::EnsembleOptions {
+            extra_sinks: sinks,
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .expect("ensemble");
+    assert_eq!(summaries.len(), 2);
+    let mut run_ids = Vec::new();
+    for ((cfg, server), handle) in cfgs.iter().zip(&servers).zip(&handles) {
+        let lines = assert_history_matches(server, &cfg.train.save_dir);
+        let rec = server.record();
+        assert_eq!(rec.complete, Some((true, 0)));
+        assert_eq!(rec.upserts.len(), 1);
+        let config: Value =
+            serde_json::from_str(rec.upserts[0]["config"].as_str().expect("config string"))
+                .expect("config JSON");
+        assert_eq!(config["seed"], json!({"value": cfg.train.seed}));
+        run_ids.push(rec.upserts[0]["name"].clone());
+        let report = handle.get().expect("the sink finished");
+        assert_eq!(report.rows_delivered, lines as u64, "{report:?}");
+    }
+    assert_ne!(run_ids[0], run_ids[1], "two W&B runs");
 }
