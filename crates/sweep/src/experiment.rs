@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use kg_data::{DataConfig, Sampler};
+use run_config::RunConfig;
 use toml::Value;
-use trainer::RunConfig;
 
 use crate::cache;
 use crate::error::{Result, SweepError};

@@ -26,12 +26,12 @@
 //!
 //! # Invariants
 //! - The sweep never trains in-process: one `train` process per experiment or per batched group,
-//!   so one failure cannot stop the others, and the sweep does not touch libtorch (it links the
-//!   `trainer` crate only for `RunConfig` and the ensemble compatibility rule, the one
-//!   definition of the configuration keys).
+//!   so one failure cannot stop the others, and the sweep does not link libtorch (it reads the
+//!   configuration keys and the ensemble compatibility rule from `run-config`, their one
+//!   definition), so it builds and writes Slurm scripts on machines without libtorch.
 //! - Batching changes nothing a researcher reads: a batched member writes the run directory,
 //!   metrics, checkpoints and status row its separate run would (equal within floating-point
-//!   summation order; `trainer::ensemble` tests it), and an interrupted member resumes as a
+//!   summation order; the trainer's ensemble tests check it), and an interrupted member resumes as a
 //!   separate run.
 //! - Datasets are generated before runs start, serially, and written by rename, so runs never
 //!   race on a dataset.

@@ -3,7 +3,7 @@
 //! recording every outcome.
 //!
 //! [`plan`] groups the experiments that may train together (their configurations differ only in
-//! per-run keys, as `trainer::ensemble::compatible` decides: seeds, learning rates, weight
+//! per-run keys, as `run_config::batching::compatible` decides: seeds, learning rates, weight
 //! decays, …) into batched `train --ensemble` processes of at most [`RunOptions::ensemble`]
 //! members; every other experiment is its own process. A crash or a bad value in one process
 //! cannot take the others down, and a non-finite loss stops only its own member. The process's
@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use run_config::RunConfig;
 use serde::Serialize;
-use trainer::RunConfig;
 
 use crate::cache;
 use crate::error::{Result, io_err};
@@ -244,7 +244,7 @@ pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
 /// experiment or (two or more) experiments batched as an ensemble.
 ///
 /// Experiments that will really train (valid, not finished, not resuming a checkpoint) are
-/// sorted into classes whose configurations `trainer::ensemble::compatible` accepts together.
+/// sorted into classes whose configurations `run_config::batching::compatible` accepts together.
 /// A class of `n` is cut into balanced groups of at most [`RunOptions::ensemble`] members, and
 /// small enough that the classes give every one of the `jobs` slots work: with `c` classes,
 /// each gets `max(1, jobs / c)` groups at least (when it has that many experiments). Everything
@@ -257,14 +257,14 @@ pub fn plan<'a>(sweep: &'a Sweep, opts: &RunOptions) -> Vec<Vec<&'a Experiment>>
             && e.invalid.is_none()
             && !is_finished(&e.run_dir, e.config.train.epochs)
             && !resumable(e)
-            && trainer::ensemble::supported(&e.config).is_ok();
+            && run_config::batching::supported(&e.config).is_ok();
         if !batchable {
             singles.push(vec![e]);
             continue;
         }
         match classes
             .iter_mut()
-            .find(|c| trainer::ensemble::compatible(&c[0].config, &e.config).is_ok())
+            .find(|c| run_config::batching::compatible(&c[0].config, &e.config).is_ok())
         {
             Some(class) => class.push(e),
             None => classes.push(vec![e]),

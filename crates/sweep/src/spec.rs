@@ -14,15 +14,15 @@
 //! batch_size = [32, 64, 128, 256]
 //! ```
 //!
-//! Keys are the flat keys of [`trainer::RunConfig`] (`lr`, `num_entities`, …) or qualified ones
+//! Keys are the flat keys of [`run_config::RunConfig`] (`lr`, `num_entities`, …) or qualified ones
 //! (`data.seed`). A bare `seed` is the *training* seed and `data_seed` the generator's, as in the
 //! flat W&B config. `data_dir` and `save_dir` are reserved: the sweep chooses them.
 
 use std::path::{Path, PathBuf};
 
+use run_config::RunConfig;
 use serde::Deserialize;
 use toml::Value;
-use trainer::RunConfig;
 
 use crate::error::{Result, SweepError, io_err};
 

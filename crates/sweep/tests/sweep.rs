@@ -422,7 +422,8 @@ fn run_one_runs_exactly_the_indexed_experiment_with_the_real_train() {
     for (i, e) in s.experiments.iter().enumerate() {
         assert_eq!(e.run_dir.join("config.toml").exists(), i == 2, "{}", e.name);
     }
-    let cfg = trainer::RunConfig::from_file(&s.experiments[2].run_dir.join("config.toml")).unwrap();
+    let cfg =
+        run_config::RunConfig::from_file(&s.experiments[2].run_dir.join("config.toml")).unwrap();
     assert_eq!(cfg.train.lr, 0.003);
     assert_eq!(cfg.train.seed, 1);
     assert_eq!(cfg.train.epochs, 2);
@@ -587,7 +588,7 @@ fn a_batched_sweep_gives_the_runs_of_separate_ones_and_a_diverging_member_fails_
     // Every member's directory has the process's logs and its own configuration.
     for e in &s.experiments {
         assert!(e.run_dir.join("train.stderr.log").is_file(), "{}", e.name);
-        let cfg = trainer::RunConfig::from_file(&e.run_dir.join("config.toml")).unwrap();
+        let cfg = run_config::RunConfig::from_file(&e.run_dir.join("config.toml")).unwrap();
         assert_eq!(cfg.train.save_dir, e.run_dir);
         assert_eq!(cfg.train.lr, e.config.train.lr);
     }

@@ -2,8 +2,9 @@
 //! *Emergent Analogical Reasoning in Transformers* (arXiv 2602.01992), SPEC §3.
 //!
 //! # Overview
-//! - [`RunConfig`] (`config`): the typed configuration tree (`[data]`, `[model]`, `[train]`,
-//!   `[wandb]`), flat `key=value` overrides, validation naming the key at fault.
+//! - [`RunConfig`] (`config`, the `run-config` crate): the typed configuration tree (`[data]`,
+//!   `[model]`, `[train]`, `[wandb]`), flat `key=value` overrides, validation naming the key at
+//!   fault.
 //! - [`run`] (`train`): the loop — seeded shuffles, last-token loss, fused Adam/AdamW with
 //!   warm-up, mixed precision on CUDA, per-epoch evaluation, logging, checkpoints, resume.
 //! - `eval`: CE / PPL / ACC / PROB / N per fact type and macro averages, in one pass.
@@ -20,7 +21,6 @@
 
 pub mod analysis;
 pub mod checkpoint;
-pub mod config;
 pub mod data;
 pub mod ensemble;
 pub mod eval;
@@ -28,6 +28,9 @@ pub mod optim;
 pub mod sink;
 pub mod train;
 pub mod wandb;
+
+/// The run configuration (the `run-config` crate, re-exported: it builds without libtorch).
+pub use run_config as config;
 
 use std::path::PathBuf;
 
@@ -54,6 +57,21 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+impl From<run_config::ConfigError> for TrainError {
+    fn from(e: run_config::ConfigError) -> Self {
+        match e {
+            run_config::ConfigError::Config {
+                source_name,
+                reason,
+            } => TrainError::Config {
+                source_name,
+                reason,
+            },
+            run_config::ConfigError::Io { path, source } => TrainError::Io { path, source },
+        }
     }
 }
 

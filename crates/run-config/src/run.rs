@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use kg_data::DataConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::ConfigError;
 
 /// Model hyper-parameters of a run: the model's own configuration, read from `[model]` (its
-/// vocabulary size is not a config key: [`gpt_rope::GptConfig::with_vocab`] sets it from the
+/// vocabulary size is not a config key: [`crate::GptConfig::with_vocab`] sets it from the
 /// dataset).
-pub use gpt_rope::GptConfig as ModelConfig;
+pub use crate::model::GptConfig as ModelConfig;
 
 /// Which optimiser updates the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,12 +163,12 @@ const LOOKUP_ORDER: [&str; 4] = ["train", "model", "wandb", "data"];
 
 impl RunConfig {
     /// Reads a TOML file; unknown tables or keys are errors naming the file and key.
-    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml_str(&text).map_err(|reason| TrainError::Config {
+        Self::from_toml_str(&text).map_err(|reason| ConfigError::Config {
             source_name: path.display().to_string(),
             reason,
         })
@@ -190,10 +190,10 @@ impl RunConfig {
     /// string when it is not one. `section.key` is accepted too.
     ///
     /// # Errors
-    /// [`TrainError::Config`] naming `origin` and the key when the key is unknown or the value
+    /// [`ConfigError::Config`] naming `origin` and the key when the key is unknown or the value
     /// has the wrong type or is out of range for it.
-    pub fn set(&mut self, key: &str, text: &str, origin: &str) -> Result<(), TrainError> {
-        let err = |reason: String| TrainError::Config {
+    pub fn set(&mut self, key: &str, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let err = |reason: String| ConfigError::Config {
             source_name: origin.to_string(),
             reason,
         };
@@ -287,14 +287,14 @@ impl RunConfig {
     }
 
     /// Checks every value, naming the key at fault.
-    pub fn validate(&self) -> Result<(), TrainError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: String| {
-            Err(TrainError::Config {
+            Err(ConfigError::Config {
                 source_name: "config".into(),
                 reason: format!("`{key}` {reason}"),
             })
         };
-        self.data.validate().map_err(|e| TrainError::Config {
+        self.data.validate().map_err(|e| ConfigError::Config {
             source_name: "config [data]".into(),
             reason: e.to_string(),
         })?;
@@ -327,7 +327,7 @@ impl RunConfig {
         self.model
             .with_vocab(1)
             .validate()
-            .map_err(|e| TrainError::Config {
+            .map_err(|e| ConfigError::Config {
                 source_name: "config [model]".into(),
                 reason: e.to_string(),
             })?;

@@ -1,0 +1,79 @@
+//! Which runs can train together as one batched ensemble (`trainer::ensemble`): runs whose
+//! configurations differ only in keys that act per run — the optimiser's hyper-parameters, the
+//! seed, logging, checkpoints, analysis schedule, run directory and W&B identity. Every other key
+//! fixes a shape, the dataset or the shared computation.
+
+use crate::RunConfig;
+
+/// Keys that may differ between the members of one ensemble: they act per member (optimiser,
+/// seed, logging, checkpoints, analysis schedule, run directory, W&B identity). Every other key
+/// fixes a shape, the dataset or the shared computation and must be equal.
+pub const PER_MEMBER_KEYS: [&str; 12] = [
+    "train.save_dir",
+    "train.lr",
+    "train.weight_decay",
+    "train.warmup_steps",
+    "train.optimizer",
+    "train.seed",
+    "train.log_every",
+    "train.eval_every",
+    "train.save_every",
+    "train.geometry",
+    "train.pca_steps",
+    "train.plots",
+];
+
+/// Whether the runs of `a` and `b` can train in one ensemble: every key outside the per-member
+/// ones (`save_dir`, `lr`, `weight_decay`, `warmup_steps`, `optimizer`, `seed`, `log_every`,
+/// `eval_every`, `save_every`, `geometry`, `pca_steps`, `plots` and the `[wandb]` table) must be
+/// equal, and neither may use dropout.
+///
+/// # Errors
+/// A message naming the first key that prevents it (`` `batch_size` differs: 64 vs 32 ``).
+pub fn compatible(a: &RunConfig, b: &RunConfig) -> Result<(), String> {
+    supported(a)?;
+    supported(b)?;
+    let (Ok(ta), Ok(tb)) = (toml::Value::try_from(a), toml::Value::try_from(b)) else {
+        return Err("the configurations cannot be compared".into());
+    };
+    let empty = toml::value::Table::new();
+    for table in ["data", "model", "train"] {
+        let sa = ta.get(table).and_then(|t| t.as_table()).unwrap_or(&empty);
+        let sb = tb.get(table).and_then(|t| t.as_table()).unwrap_or(&empty);
+        let mut keys: Vec<&String> = sa.keys().chain(sb.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            if PER_MEMBER_KEYS.contains(&format!("{table}.{key}").as_str()) {
+                continue;
+            }
+            let (va, vb) = (sa.get(key), sb.get(key));
+            if va != vb {
+                let show =
+                    |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
+                let name = if key == "seed" {
+                    format!("{table}.{key}")
+                } else {
+                    key.clone()
+                };
+                return Err(format!("`{name}` differs: {} vs {}", show(va), show(vb)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a run can be an ensemble member at all: ensemble mode cannot reproduce dropout
+/// exactly, so a configuration with `dropout > 0` is refused.
+///
+/// # Errors
+/// A message naming the key.
+pub fn supported(cfg: &RunConfig) -> Result<(), String> {
+    if cfg.model.dropout > 0.0 {
+        return Err(format!(
+            "`dropout` = {} is not supported in ensemble mode (members' dropout masks would not equal their separate runs)",
+            cfg.model.dropout
+        ));
+    }
+    Ok(())
+}
