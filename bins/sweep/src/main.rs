@@ -7,6 +7,7 @@
 //!                                                  all experiments, N processes side by side,
 //!                                                  up to K compatible ones batched per process
 //! sweep run-one <FILE> --index I                   experiment I (a Slurm array task)
+//! sweep run-batch <FILE> --batch I                 batch I of a batched Slurm array
 //! sweep slurm <FILE> [--dry-run] [resources]       write the sbatch job-array script
 //! sweep reproduce <FIGURE> [--scale small|full]    run a paper figure's sweep and draw it
 //! ```
@@ -59,7 +60,28 @@ enum Cmd {
         #[arg(long, env = "SWEEP_TRAIN_BIN")]
         train_bin: Option<PathBuf>,
     },
-    /// Write a Slurm job-array script: one task per experiment.
+    /// Run exactly one batch of a batched job array (what its Slurm array task runs): the
+    /// batch's experiments as one `train --ensemble` process.
+    RunBatch {
+        /// The sweep file.
+        file: PathBuf,
+        /// Batch index (as listed in the script `sweep slurm` writes).
+        #[arg(long)]
+        batch: usize,
+        #[command(flatten)]
+        common: Common,
+        /// libtorch threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// The `train` executable [default: next to this program, else on PATH].
+        #[arg(long, env = "SWEEP_TRAIN_BIN")]
+        train_bin: Option<PathBuf>,
+        /// Most experiments per batch; must equal the value the script was written with.
+        #[arg(long, default_value_t = sweep::runner::DEFAULT_ENSEMBLE)]
+        ensemble: usize,
+    },
+    /// Write a Slurm job-array script: one task per batch of experiments that train together
+    /// (`--ensemble`, default 8), or one per experiment with `--ensemble 1`.
     Slurm {
         /// The sweep file.
         file: PathBuf,
@@ -96,6 +118,10 @@ enum Cmd {
         /// The `train` executable the tasks run [default: next to this program].
         #[arg(long, env = "SWEEP_TRAIN_BIN")]
         train_bin: Option<PathBuf>,
+        /// Most experiments one task trains together as a batched ensemble; 1 (or 0): one task
+        /// per experiment.
+        #[arg(long, default_value_t = sweep::runner::DEFAULT_ENSEMBLE)]
+        ensemble: usize,
     },
     /// Run a paper figure's sweep (configs/paper/<FIGURE>.toml) and draw it.
     Reproduce {
@@ -274,6 +300,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let outcome = sweep::run_one(&sweep, index, &opts)?;
             Ok(finish(std::slice::from_ref(&outcome)))
         }
+        Cmd::RunBatch {
+            file,
+            batch,
+            common,
+            threads,
+            train_bin,
+            ensemble,
+        } => {
+            let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
+            let opts = run_options(train_bin, 1, threads, ensemble);
+            let outcomes = sweep::run_batch(&sweep, batch, &opts)?;
+            Ok(finish(&outcomes))
+        }
         Cmd::Slurm {
             file,
             common,
@@ -287,6 +326,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_parallel,
             sbatch_lines,
             train_bin,
+            ensemble,
         } => {
             let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
             let workdir = std::env::current_dir().context("reading the working directory")?;
@@ -303,6 +343,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 train_bin: abs(train_bin.unwrap_or_else(default_train_bin)),
                 workdir: workdir.clone(),
                 scale: common.scale.clone(),
+                ensemble,
             };
             let text = sweep::slurm::script(&sweep, &file, &options);
             if dry_run {
@@ -321,7 +362,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!(
                 "wrote {} ({} array tasks); submit with: sbatch {}",
                 path.display(),
-                sweep.experiments.len(),
+                sweep::runner::batches(&sweep, ensemble.max(1)).len(),
                 path.display()
             );
             Ok(ExitCode::SUCCESS)

@@ -65,6 +65,16 @@ pub enum SweepError {
         /// Number of experiments.
         count: usize,
     },
+    /// `--batch` is outside the sweep's batches.
+    #[error("{}: batch {index} is out of range: the sweep has {count} batches", file.display())]
+    Batch {
+        /// The sweep file.
+        file: PathBuf,
+        /// The requested batch.
+        index: usize,
+        /// Number of batches.
+        count: usize,
+    },
     /// A figure name matches no file in the paper directory.
     #[error("no sweep file for figure `{name}` (looked for {})", searched.display())]
     Figure {

@@ -20,7 +20,8 @@
 //!   [`run_one`] with [`RunOptions`], the per-experiment [`Outcome`] (appended to
 //!   `sweep-status.jsonl`), skipping finished runs, resuming interrupted ones, and
 //!   [`summary_table`].
-//! - `slurm`: the job-array script ([`slurm::script`]).
+//! - `slurm`: the job-array script ([`slurm::script`]): one task per experiment, or per batch of
+//!   [`runner::batches`] (`sweep run-batch`), so a GPU task trains several seeds at once.
 //! - `reproduce`: a finished figure sweep drawn with `plots::sweep_plot` plus `summary.json`
 //!   with onset estimates ([`reproduce::draw`]).
 //!
@@ -48,5 +49,5 @@ pub mod spec;
 
 pub use error::{Result, SweepError};
 pub use experiment::{Experiment, Layout, Sweep};
-pub use runner::{Outcome, RunOptions, Status, run_one, run_sweep, summary_table};
+pub use runner::{Outcome, RunOptions, Status, run_batch, run_one, run_sweep, summary_table};
 pub use spec::{Method, SweepSpec};

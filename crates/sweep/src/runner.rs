@@ -250,18 +250,48 @@ pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
 /// each gets `max(1, jobs / c)` groups at least (when it has that many experiments). Everything
 /// else (invalid, finished, resumable) is a process of its own, which reports it.
 pub fn plan<'a>(sweep: &'a Sweep, opts: &RunOptions) -> Vec<Vec<&'a Experiment>> {
-    let mut singles: Vec<Vec<&Experiment>> = Vec::new();
+    let (singles, batchable): (Vec<&Experiment>, Vec<&Experiment>) =
+        sweep.experiments.iter().partition(|e| {
+            opts.ensemble <= 1
+                || e.invalid.is_some()
+                || is_finished(&e.run_dir, e.config.train.epochs)
+                || resumable(e)
+                || run_config::batching::supported(&e.config).is_err()
+        });
+    let mut work: Vec<Vec<&Experiment>> = singles.into_iter().map(|e| vec![e]).collect();
+    work.extend(group_compatible(batchable, opts.ensemble, opts.jobs));
+    work.sort_by_key(|g| g.first().map_or(usize::MAX, |e| e.index));
+    work
+}
+
+/// The batches of a sweep for job arrays (`sweep slurm`, `sweep run-batch`): valid experiments
+/// that may train together are cut into balanced groups of at most `ensemble`, every other
+/// experiment is a batch of its own. A pure function of the sweep and `ensemble` (unlike
+/// [`plan`], it does not look at which runs are finished), so array task `i` is the same batch
+/// in the script and in every task.
+pub fn batches(sweep: &Sweep, ensemble: usize) -> Vec<Vec<&Experiment>> {
+    let (singles, batchable): (Vec<&Experiment>, Vec<&Experiment>) =
+        sweep.experiments.iter().partition(|e| {
+            ensemble <= 1
+                || e.invalid.is_some()
+                || run_config::batching::supported(&e.config).is_err()
+        });
+    let mut out: Vec<Vec<&Experiment>> = singles.into_iter().map(|e| vec![e]).collect();
+    out.extend(group_compatible(batchable, ensemble, 1));
+    out.sort_by_key(|g| g.first().map_or(usize::MAX, |e| e.index));
+    out
+}
+
+/// Sorts `experiments` into classes that `run_config::batching::compatible` accepts together and
+/// cuts each class into balanced groups of at most `ensemble`, small enough that the classes
+/// give each of `jobs` slots work.
+fn group_compatible<'a>(
+    experiments: Vec<&'a Experiment>,
+    ensemble: usize,
+    jobs: usize,
+) -> Vec<Vec<&'a Experiment>> {
     let mut classes: Vec<Vec<&Experiment>> = Vec::new();
-    for e in &sweep.experiments {
-        let batchable = opts.ensemble > 1
-            && e.invalid.is_none()
-            && !is_finished(&e.run_dir, e.config.train.epochs)
-            && !resumable(e)
-            && run_config::batching::supported(&e.config).is_ok();
-        if !batchable {
-            singles.push(vec![e]);
-            continue;
-        }
+    for e in experiments {
         match classes
             .iter_mut()
             .find(|c| run_config::batching::compatible(&c[0].config, &e.config).is_ok())
@@ -270,11 +300,11 @@ pub fn plan<'a>(sweep: &'a Sweep, opts: &RunOptions) -> Vec<Vec<&'a Experiment>>
             None => classes.push(vec![e]),
         }
     }
-    let slots_per_class = (opts.jobs.max(1) / classes.len().max(1)).max(1);
-    let mut work = singles;
+    let slots_per_class = (jobs.max(1) / classes.len().max(1)).max(1);
+    let mut out = Vec::new();
     for class in classes {
         let n = class.len();
-        let size = opts.ensemble.min(n.div_ceil(slots_per_class)).max(1);
+        let size = ensemble.min(n.div_ceil(slots_per_class)).max(1);
         let groups = n.div_ceil(size);
         // Balanced: the first `n % groups` groups get one more member.
         let (base, extra) = (n / groups, n % groups);
@@ -282,12 +312,11 @@ pub fn plan<'a>(sweep: &'a Sweep, opts: &RunOptions) -> Vec<Vec<&'a Experiment>>
         for g in 0..groups {
             let take = base + usize::from(g < extra);
             let (group, tail) = rest.split_at(take);
-            work.push(group.to_vec());
+            out.push(group.to_vec());
             rest = tail;
         }
     }
-    work.sort_by_key(|g| g.first().map_or(usize::MAX, |e| e.index));
-    work
+    out
 }
 
 /// The `train` arguments of a batched group (without the program): `--ensemble` with each
@@ -420,6 +449,59 @@ pub fn run_one(sweep: &Sweep, index: usize, opts: &RunOptions) -> Result<Outcome
         return Err(err);
     }
     Ok(outcome)
+}
+
+/// Runs batch `index` of [`batches`] (what one array task does when the job array is batched):
+/// its finished members are skipped, interrupted ones resume on their own, the rest train as one
+/// `train --ensemble` process (or alone, when one is left). Generates missing datasets and
+/// records every member's outcome in the status log; returns them in sweep order.
+///
+/// # Errors
+/// [`crate::SweepError::Batch`] when out of range; status-log I/O errors.
+pub fn run_batch(sweep: &Sweep, index: usize, opts: &RunOptions) -> Result<Vec<Outcome>> {
+    let all = batches(sweep, opts.ensemble);
+    let batch = all.get(index).ok_or(crate::SweepError::Batch {
+        file: sweep.spec.file.clone(),
+        index,
+        count: all.len(),
+    })?;
+    let dir = sweep.dir();
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let mut data_failures: Vec<(PathBuf, String)> = Vec::new();
+    for e in batch.iter().filter(|e| e.invalid.is_none()) {
+        if data_failures.iter().any(|(d, _)| *d == e.data_dir) {
+            continue;
+        }
+        if let Err(err) = cache::ensure_dataset(&e.config.data, &e.data_dir) {
+            data_failures.push((e.data_dir.clone(), err.to_string()));
+        }
+    }
+    let status = StatusLog::open(&dir.join(STATUS_FILE))?;
+    let threads = opts.threads_per_job();
+    let (together, alone): (Vec<&Experiment>, Vec<&Experiment>) =
+        batch.iter().copied().partition(|e| {
+            e.invalid.is_none()
+                && !is_finished(&e.run_dir, e.config.train.epochs)
+                && !resumable(e)
+                && !data_failures.iter().any(|(d, _)| *d == e.data_dir)
+        });
+    let mut outcomes: Vec<Outcome> = alone
+        .iter()
+        .map(|e| run_experiment(sweep, e, opts, threads, &data_failures))
+        .collect();
+    outcomes.extend(match together[..] {
+        [] => Vec::new(),
+        [e] => vec![run_experiment(sweep, e, opts, threads, &data_failures)],
+        _ => run_group(&together, opts, threads, &data_failures),
+    });
+    outcomes.sort_by_key(|o| o.index);
+    for o in &outcomes {
+        status.append(o);
+    }
+    if let Some(err) = status.error() {
+        return Err(err);
+    }
+    Ok(outcomes)
 }
 
 fn run_experiment(

@@ -327,63 +327,84 @@ fn slurm_script_is_valid_bash_and_passes_shellcheck() {
         dir.path(),
         "seeds = [1, 2, 3]\n[parameters]\nbatch_size = [8, 16]\n",
     );
-    let opts = sweep::slurm::SlurmOptions {
-        cpus_per_task: 4,
-        mem: "8G".into(),
-        time: "01:00:00".into(),
-        gpus: 1,
-        partition: Some("gpu".into()),
-        max_parallel: Some(2),
-        extra_lines: vec!["#SBATCH --account=lab".into()],
-        sweep_bin: PathBuf::from("/opt/my tools/sweep"),
-        train_bin: PathBuf::from("/opt/bin/train"),
-        workdir: PathBuf::from("/work/repo"),
-        scale: "full".into(),
-    };
-    let text = sweep::slurm::script(&s, Path::new("configs/paper/x.toml"), &opts);
-    assert!(text.starts_with("#!/bin/bash\n"));
-    for line in [
-        "#SBATCH --array=0-5%2",
-        "#SBATCH --cpus-per-task=4",
-        "#SBATCH --gres=gpu:1",
-        "#SBATCH --partition=gpu",
-        "#SBATCH --account=lab",
-        "#SBATCH --job-name=t",
-    ] {
-        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
-    }
-    assert!(text.contains("run-one configs/paper/x.toml"), "{text}");
-    assert!(
-        text.contains("--index \"${SLURM_ARRAY_TASK_ID}\""),
-        "{text}"
-    );
-    assert!(text.contains("'/opt/my tools/sweep'"), "{text}");
-    // #SBATCH lines must come before the first command.
-    let first_cmd = text.lines().position(|l| l.starts_with("set ")).unwrap();
-    assert!(
-        text.lines()
-            .skip(first_cmd)
-            .all(|l| !l.starts_with("#SBATCH"))
-    );
-    let path = dir.path().join("job.sbatch");
-    std::fs::write(&path, &text).unwrap();
-    let bash = Command::new("bash").arg("-n").arg(&path).output().unwrap();
-    assert!(
-        bash.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bash.stderr)
-    );
-    let shellcheck = Path::new("/usr/bin/shellcheck");
-    if shellcheck.exists() {
-        let out = Command::new(shellcheck).arg(&path).output().unwrap();
+    for ensemble in [1, 8] {
+        let opts = sweep::slurm::SlurmOptions {
+            cpus_per_task: 4,
+            mem: "8G".into(),
+            time: "01:00:00".into(),
+            gpus: 1,
+            partition: Some("gpu".into()),
+            max_parallel: Some(2),
+            extra_lines: vec!["#SBATCH --account=lab".into()],
+            sweep_bin: PathBuf::from("/opt/my tools/sweep"),
+            train_bin: PathBuf::from("/opt/bin/train"),
+            workdir: PathBuf::from("/work/repo"),
+            scale: "full".into(),
+            ensemble,
+        };
+        let text = sweep::slurm::script(&s, Path::new("configs/paper/x.toml"), &opts);
+        assert!(text.starts_with("#!/bin/bash\n"));
+        // One task per experiment, or one per batch: the three seeds of each batch size.
+        let array = if ensemble == 1 {
+            "#SBATCH --array=0-5%2"
+        } else {
+            "#SBATCH --array=0-1%2"
+        };
+        for line in [
+            array,
+            "#SBATCH --cpus-per-task=4",
+            "#SBATCH --gres=gpu:1",
+            "#SBATCH --partition=gpu",
+            "#SBATCH --account=lab",
+            "#SBATCH --job-name=t",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        if ensemble == 1 {
+            assert!(text.contains("run-one configs/paper/x.toml"), "{text}");
+            assert!(
+                text.contains("--index \"${SLURM_ARRAY_TASK_ID}\""),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("run-batch configs/paper/x.toml"), "{text}");
+            assert!(
+                text.contains("--ensemble 8 --batch \"${SLURM_ARRAY_TASK_ID}\""),
+                "{text}"
+            );
+            assert!(
+                text.contains("batch_size=8,seed=1 | batch_size=8,seed=2 | batch_size=8,seed=3"),
+                "{text}"
+            );
+        }
+        assert!(text.contains("'/opt/my tools/sweep'"), "{text}");
+        // #SBATCH lines must come before the first command.
+        let first_cmd = text.lines().position(|l| l.starts_with("set ")).unwrap();
         assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            text.lines()
+                .skip(first_cmd)
+                .all(|l| !l.starts_with("#SBATCH"))
         );
-    } else {
-        eprintln!("shellcheck not installed: only `bash -n` checked");
+        let path = dir.path().join("job.sbatch");
+        std::fs::write(&path, &text).unwrap();
+        let bash = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+        assert!(
+            bash.status.success(),
+            "{}",
+            String::from_utf8_lossy(&bash.stderr)
+        );
+        let shellcheck = Path::new("/usr/bin/shellcheck");
+        if shellcheck.exists() {
+            let out = Command::new(shellcheck).arg(&path).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            eprintln!("shellcheck not installed: only `bash -n` checked");
+        }
     }
 }
 
@@ -633,4 +654,51 @@ fn a_batched_sweep_gives_the_runs_of_separate_ones_and_a_diverging_member_fails_
     let again = sweep::run_sweep(&s, &opts).unwrap();
     let words: Vec<&str> = again.iter().map(|o| o.status.word()).collect();
     assert_eq!(words, ["skipped", "skipped", "failed", "failed"]);
+}
+
+#[test]
+fn run_batch_runs_exactly_its_batch_as_one_ensemble_and_batches_do_not_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = expand(
+        dir.path(),
+        &REAL.replace("seeds = [1, 2]", "seeds = [1, 2, 3]"),
+    );
+    let ids = |s: &Sweep| -> Vec<Vec<usize>> {
+        sweep::runner::batches(s, 2)
+            .iter()
+            .map(|b| b.iter().map(|e| e.index).collect())
+            .collect()
+    };
+    // Three compatible seeds, at most two per batch: 2 + 1.
+    assert_eq!(ids(&s), [vec![0, 1], vec![2]]);
+    let mut opts = RunOptions::new(real_train().to_path_buf(), 1);
+    opts.threads = Some(1);
+    opts.ensemble = 2;
+    let out = sweep::run_batch(&s, 0, &opts).unwrap();
+    assert_eq!(out.len(), 2);
+    for o in &out {
+        assert_eq!(o.status, Status::Finished, "{o:?}");
+        assert!(o.command.as_deref().unwrap().contains("--ensemble"));
+    }
+    assert!(!s.experiments[2].run_dir.join("config.toml").exists());
+    // Finished runs do not change the batches (task i stays task i), and are skipped.
+    assert_eq!(ids(&s), [vec![0, 1], vec![2]]);
+    let again = sweep::run_batch(&s, 0, &opts).unwrap();
+    assert!(again.iter().all(|o| o.status == Status::Skipped));
+    // A batch of one trains on its own.
+    let last = sweep::run_batch(&s, 1, &opts).unwrap();
+    assert_eq!(last[0].status, Status::Finished);
+    assert!(!last[0].command.as_deref().unwrap().contains("--ensemble"));
+    let err = sweep::run_batch(&s, 2, &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SweepError::Batch {
+                index: 2,
+                count: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
