@@ -285,11 +285,11 @@ pub fn batches(sweep: &Sweep, ensemble: usize) -> Vec<Vec<&Experiment>> {
 /// Sorts `experiments` into classes that `run_config::batching::compatible` accepts together and
 /// cuts each class into balanced groups of at most `ensemble`, small enough that the classes
 /// give each of `jobs` slots work.
-fn group_compatible<'a>(
-    experiments: Vec<&'a Experiment>,
+fn group_compatible(
+    experiments: Vec<&Experiment>,
     ensemble: usize,
     jobs: usize,
-) -> Vec<Vec<&'a Experiment>> {
+) -> Vec<Vec<&Experiment>> {
     let mut classes: Vec<Vec<&Experiment>> = Vec::new();
     for e in experiments {
         match classes
