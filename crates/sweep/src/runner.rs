@@ -153,6 +153,21 @@ pub struct Outcome {
     pub final_ood_analogical_acc: Option<f64>,
 }
 
+impl Outcome {
+    /// The outcome of `e` before anything happened to it.
+    fn not_started(e: &Experiment) -> Self {
+        Self {
+            index: e.index,
+            experiment: e.name.clone(),
+            status: Status::NotStarted,
+            seconds: 0.0,
+            command: None,
+            final_macro_acc: None,
+            final_ood_analogical_acc: None,
+        }
+    }
+}
+
 /// The completed epochs recorded by `<run_dir>/checkpoints/last/checkpoint.json`, with the
 /// configuration stored there; `None` when there is no readable sidecar.
 pub fn last_checkpoint(run_dir: &Path) -> Option<(u64, Option<RunConfig>)> {
@@ -339,16 +354,7 @@ fn run_group(
     threads: usize,
     data_failures: &[(PathBuf, String)],
 ) -> Vec<Outcome> {
-    let outcome = |e: &Experiment| Outcome {
-        index: e.index,
-        experiment: e.name.clone(),
-        status: Status::NotStarted,
-        seconds: 0.0,
-        command: None,
-        final_macro_acc: None,
-        final_ood_analogical_acc: None,
-    };
-    let mut outs: Vec<Outcome> = group.iter().map(|e| outcome(e)).collect();
+    let mut outs: Vec<Outcome> = group.iter().map(|e| Outcome::not_started(e)).collect();
     let names = group
         .iter()
         .map(|e| e.name.as_str())
@@ -511,15 +517,7 @@ fn run_experiment(
     threads: usize,
     data_failures: &[(PathBuf, String)],
 ) -> Outcome {
-    let mut out = Outcome {
-        index: e.index,
-        experiment: e.name.clone(),
-        status: Status::NotStarted,
-        seconds: 0.0,
-        command: None,
-        final_macro_acc: None,
-        final_ood_analogical_acc: None,
-    };
+    let mut out = Outcome::not_started(e);
     let say = |what: &str| {
         if opts.verbose {
             eprintln!(
