@@ -173,11 +173,11 @@ impl Outcome {
 pub fn last_checkpoint(run_dir: &Path) -> Option<(u64, Option<RunConfig>)> {
     let path = run_dir.join("checkpoints/last/checkpoint.json");
     let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let epoch = v.get("epoch")?.as_u64()?;
     let cfg = v
-        .get("config")
-        .and_then(|c| serde_json::from_value::<RunConfig>(c.clone()).ok());
+        .get_mut("config")
+        .and_then(|c| serde_json::from_value::<RunConfig>(c.take()).ok());
     Some((epoch, cfg))
 }
 
@@ -186,27 +186,56 @@ pub fn is_finished(run_dir: &Path, epochs: usize) -> bool {
     last_checkpoint(run_dir).is_some_and(|(e, _)| e >= epochs as u64)
 }
 
-/// Whether an unfinished checkpoint in the run directory can be resumed: it was written with the
-/// same configuration (thread count aside), so resuming gives the run the sweep asks for.
-fn resumable(e: &Experiment) -> bool {
+/// What an experiment's run directory holds, from one read of its `last` checkpoint sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    /// A run finished at the experiment's epochs.
+    Finished,
+    /// An unfinished checkpoint written with the same configuration (thread count aside), so
+    /// resuming gives the run the sweep asks for.
+    Resumable,
+    /// Nothing usable: the run starts from scratch.
+    Fresh,
+}
+
+fn run_state(e: &Experiment) -> RunState {
     match last_checkpoint(&e.run_dir) {
+        Some((epoch, _)) if epoch >= e.config.train.epochs as u64 => RunState::Finished,
         Some((_, Some(mut stored))) => {
             stored.train.threads = e.config.train.threads;
-            stored == e.config
+            if stored == e.config {
+                RunState::Resumable
+            } else {
+                RunState::Fresh
+            }
         }
-        _ => false,
+        _ => RunState::Fresh,
     }
 }
 
 /// Generates every dataset the sweep needs, serially, before any run starts (parallel runs then
 /// only read them). Returns, per cache directory, the error of the ones that failed.
 pub fn prepare_datasets(sweep: &Sweep, verbose: bool) -> Vec<(PathBuf, String)> {
+    ensure_datasets(sweep.experiments.iter(), verbose)
+}
+
+/// Generates the datasets of the valid experiments among `experiments`, each cache directory
+/// once; returns the failed ones with their errors.
+fn ensure_datasets<'a>(
+    experiments: impl Iterator<Item = &'a Experiment>,
+    verbose: bool,
+) -> Vec<(PathBuf, String)> {
+    let mut seen: Vec<&Path> = Vec::new();
     let mut failed = Vec::new();
-    for (dir, cfg) in sweep.datasets() {
-        match cache::ensure_dataset(&cfg, &dir) {
-            Ok(true) if verbose => eprintln!("generated dataset {}", dir.display()),
+    for e in experiments.filter(|e| e.invalid.is_none()) {
+        if seen.contains(&e.data_dir.as_path()) {
+            continue;
+        }
+        seen.push(&e.data_dir);
+        match cache::ensure_dataset(&e.config.data, &e.data_dir) {
+            Ok(true) if verbose => eprintln!("generated dataset {}", e.data_dir.display()),
             Ok(_) => {}
-            Err(e) => failed.push((dir, e.to_string())),
+            Err(err) => failed.push((e.data_dir.clone(), err.to_string())),
         }
     }
     failed
@@ -265,18 +294,9 @@ pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
 /// each gets `max(1, jobs / c)` groups at least (when it has that many experiments). Everything
 /// else (invalid, finished, resumable) is a process of its own, which reports it.
 pub fn plan<'a>(sweep: &'a Sweep, opts: &RunOptions) -> Vec<Vec<&'a Experiment>> {
-    let (singles, batchable): (Vec<&Experiment>, Vec<&Experiment>) =
-        sweep.experiments.iter().partition(|e| {
-            opts.ensemble <= 1
-                || e.invalid.is_some()
-                || is_finished(&e.run_dir, e.config.train.epochs)
-                || resumable(e)
-                || run_config::batching::supported(&e.config).is_err()
-        });
-    let mut work: Vec<Vec<&Experiment>> = singles.into_iter().map(|e| vec![e]).collect();
-    work.extend(group_compatible(batchable, opts.ensemble, opts.jobs));
-    work.sort_by_key(|g| g.first().map_or(usize::MAX, |e| e.index));
-    work
+    grouped(sweep, opts.ensemble, opts.jobs, |e| {
+        run_state(e) != RunState::Fresh
+    })
 }
 
 /// The batches of a sweep for job arrays (`sweep slurm`, `sweep run-batch`): valid experiments
@@ -285,14 +305,27 @@ pub fn plan<'a>(sweep: &'a Sweep, opts: &RunOptions) -> Vec<Vec<&'a Experiment>>
 /// [`plan`], it does not look at which runs are finished), so array task `i` is the same batch
 /// in the script and in every task.
 pub fn batches(sweep: &Sweep, ensemble: usize) -> Vec<Vec<&Experiment>> {
+    grouped(sweep, ensemble, 1, |_| false)
+}
+
+/// The experiments of `sweep` in groups, ordered by their first index: those that cannot be
+/// batched (batching off, invalid, dropout, or `alone`) each on their own, the others as
+/// [`group_compatible`] cuts them.
+fn grouped(
+    sweep: &Sweep,
+    ensemble: usize,
+    jobs: usize,
+    alone: impl Fn(&Experiment) -> bool,
+) -> Vec<Vec<&Experiment>> {
     let (singles, batchable): (Vec<&Experiment>, Vec<&Experiment>) =
         sweep.experiments.iter().partition(|e| {
             ensemble <= 1
                 || e.invalid.is_some()
                 || run_config::batching::supported(&e.config).is_err()
+                || alone(e)
         });
     let mut out: Vec<Vec<&Experiment>> = singles.into_iter().map(|e| vec![e]).collect();
-    out.extend(group_compatible(batchable, ensemble, 1));
+    out.extend(group_compatible(batchable, ensemble, jobs));
     out.sort_by_key(|g| g.first().map_or(usize::MAX, |e| e.index));
     out
 }
@@ -440,21 +473,8 @@ fn run_group(
 /// [`crate::SweepError::Index`] when out of range; status-log I/O errors.
 pub fn run_one(sweep: &Sweep, index: usize, opts: &RunOptions) -> Result<Outcome> {
     let e = sweep.get(index)?;
-    let dir = sweep.dir();
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let mut data_failures = Vec::new();
-    if e.invalid.is_none()
-        && let Err(err) = cache::ensure_dataset(&e.config.data, &e.data_dir)
-    {
-        data_failures.push((e.data_dir.clone(), err.to_string()));
-    }
-    let status = StatusLog::open(&dir.join(STATUS_FILE))?;
-    let outcome = run_experiment(sweep, e, opts, opts.threads_per_job(), &data_failures);
-    status.append(&outcome);
-    if let Some(err) = status.error() {
-        return Err(err);
-    }
-    Ok(outcome)
+    let mut outcomes = run_listed(sweep, &[e], opts)?;
+    Ok(outcomes.remove(0))
 }
 
 /// Runs batch `index` of [`batches`] (what one array task does when the job array is batched):
@@ -471,25 +491,28 @@ pub fn run_batch(sweep: &Sweep, index: usize, opts: &RunOptions) -> Result<Vec<O
         index,
         count: all.len(),
     })?;
+    run_listed(sweep, batch, opts)
+}
+
+/// Runs `experiments` in this process (an array task's share): generates their missing
+/// datasets, skips the finished ones, resumes the interrupted ones on their own, trains the rest
+/// as one `train --ensemble` process (or alone, when one is left), and records every outcome in
+/// the status log. Returns the outcomes in sweep order (one per experiment).
+fn run_listed(
+    sweep: &Sweep,
+    experiments: &[&Experiment],
+    opts: &RunOptions,
+) -> Result<Vec<Outcome>> {
     let dir = sweep.dir();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let mut data_failures: Vec<(PathBuf, String)> = Vec::new();
-    for e in batch.iter().filter(|e| e.invalid.is_none()) {
-        if data_failures.iter().any(|(d, _)| *d == e.data_dir) {
-            continue;
-        }
-        if let Err(err) = cache::ensure_dataset(&e.config.data, &e.data_dir) {
-            data_failures.push((e.data_dir.clone(), err.to_string()));
-        }
-    }
+    let data_failures = ensure_datasets(experiments.iter().copied(), opts.verbose);
     let status = StatusLog::open(&dir.join(STATUS_FILE))?;
     let threads = opts.threads_per_job();
     let (together, alone): (Vec<&Experiment>, Vec<&Experiment>) =
-        batch.iter().copied().partition(|e| {
+        experiments.iter().copied().partition(|e| {
             e.invalid.is_none()
-                && !is_finished(&e.run_dir, e.config.train.epochs)
-                && !resumable(e)
                 && !data_failures.iter().any(|(d, _)| *d == e.data_dir)
+                && run_state(e) == RunState::Fresh
         });
     let mut outcomes: Vec<Outcome> = alone
         .iter()
@@ -542,7 +565,8 @@ fn run_experiment(
         say("dataset failed:");
         return out;
     }
-    if is_finished(&e.run_dir, e.config.train.epochs) {
+    let state = run_state(e);
+    if state == RunState::Finished {
         out.status = Status::Skipped;
         fill_finals(&mut out, &e.run_dir);
         say("already finished:");
@@ -551,7 +575,7 @@ fn run_experiment(
     if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
         return out;
     }
-    let args = if resumable(e) {
+    let args = if state == RunState::Resumable {
         vec![
             "--resume".to_string(),
             e.run_dir.display().to_string(),

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use crate::experiment::Sweep;
-use crate::runner::shell_quote;
+use crate::runner::{shell_line, shell_quote};
 
 /// Resources and paths of the generated job array.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,8 +101,7 @@ pub fn script(sweep: &Sweep, sweep_file: &std::path::Path, o: &SlurmOptions) -> 
         "cd {}\n",
         shell_quote(&o.workdir.display().to_string())
     ));
-    let mut args = vec![
-        o.sweep_bin.display().to_string(),
+    let mut args: Vec<String> = vec![
         if batched { "run-batch" } else { "run-one" }.into(),
         sweep_file.display().to_string(),
         "--scale".into(),
@@ -117,11 +116,10 @@ pub fn script(sweep: &Sweep, sweep_file: &std::path::Path, o: &SlurmOptions) -> 
     if batched {
         args.extend(["--ensemble".into(), o.ensemble.to_string()]);
     }
-    let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
     let which = if batched { "--batch" } else { "--index" };
     s.push_str(&format!(
         "exec {} {which} \"${{SLURM_ARRAY_TASK_ID}}\" --threads \"${{SLURM_CPUS_PER_TASK:-1}}\"\n",
-        line.join(" ")
+        shell_line(&o.sweep_bin, &args)
     ));
     s
 }

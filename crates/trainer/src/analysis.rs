@@ -209,6 +209,41 @@ impl Analysis {
     }
 }
 
+/// The analysis due after `epoch`, as every run (single or ensemble member) schedules it:
+/// geometry (its values appended to `values`, its time added to `geometry_seconds`) and the PCA
+/// snapshot. `model` gives the model to measure; it is called only when something is due.
+///
+/// # Errors
+/// Errors of `model` and of the measurements.
+#[allow(clippy::too_many_arguments)]
+pub fn analyse_epoch<'m>(
+    clock: &mut GeometryClock,
+    analysis: &Analysis,
+    epoch: usize,
+    global_step: u64,
+    model: impl FnOnce() -> Result<&'m Gpt, TrainError>,
+    values: &mut Vec<(String, f64)>,
+    geometry_seconds: &mut f64,
+) -> Result<(), TrainError> {
+    let geometry = clock.geometry_due(epoch, global_step);
+    let pca = clock.pca_due(global_step);
+    if !(geometry || pca) {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let model = model()?;
+    if geometry {
+        values.extend(analysis.geometry(model)?);
+    }
+    if pca {
+        analysis.record_pca(model, global_step)?;
+    }
+    if geometry {
+        *geometry_seconds += started.elapsed().as_secs_f64();
+    }
+    Ok(())
+}
+
 /// Decides when the geometry metrics and the PCA are computed.
 #[derive(Debug)]
 pub struct GeometryClock {

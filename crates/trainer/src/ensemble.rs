@@ -36,7 +36,7 @@ use gpt_rope::ensemble::{GptEnsemble, MemberParam, member_losses};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 use crate::TrainError;
-use crate::analysis::{Analysis, GeometryClock};
+use crate::analysis::{Analysis, GeometryClock, analyse_epoch};
 use crate::checkpoint::{self, Sidecar};
 use crate::config::RunConfig;
 use crate::data::{DeviceData, Split};
@@ -44,8 +44,8 @@ use crate::eval::{EvalReport, MAX_LOGIT_ELEMENTS, report_from_sums, row_metrics}
 use crate::optim::{AdamConfig, FusedGroup, GradScaler, clear_grads, fused_adam, lr_at};
 use crate::sink::{MetricsSink, Sinks, row};
 use crate::train::{
-    BEST, LAST, RunSummary, epoch_order, load_or_generate, open_run_dir, select_device,
-    write_timings,
+    BEST, LAST, RunSummary, batch_values, epoch_order, load_or_generate, open_run_dir,
+    select_device, write_plots, write_timings,
 };
 pub use run_config::batching::{PER_MEMBER_KEYS, compatible, supported};
 
@@ -86,6 +86,8 @@ pub fn run_ensemble(
 /// Like [`run_ensemble`], with one outcome per member: the outer error stops all members
 /// (setup, data, libtorch, interruption), an inner one concerns its member only
 /// ([`TrainError::NonFinite`], a failed measurement or checkpoint).
+///
+/// Calls [`crate::tune_allocator`], as [`crate::run`] does.
 pub fn run_ensemble_members(
     cfgs: Vec<RunConfig>,
     mut opts: EnsembleOptions,
@@ -124,6 +126,7 @@ pub fn run_ensemble_members(
             ),
         ));
     }
+    crate::tune_allocator();
     let device = select_device(first.train.device)?;
     if first.train.threads > 0 {
         tch::set_num_threads(first.train.threads as i32);
@@ -238,15 +241,7 @@ pub fn run_ensemble_members(
             tracing::warn!("timings not written: {e}");
         }
         if member.cfg.train.plots {
-            let dir = &member.summary.save_dir;
-            match plots::write_run_plots(dir) {
-                Ok(files) => tracing::info!(
-                    "{} plot files in {}",
-                    files.len(),
-                    dir.join("plots").display()
-                ),
-                Err(e) => tracing::warn!("plots not written: {e}"),
-            }
+            write_plots(&member.summary.save_dir);
         }
         results.push(match member.failed.take() {
             Some(e) => Err(e),
@@ -276,7 +271,8 @@ impl Member {
         self.failed.is_none()
     }
 
-    /// The epoch's analysis, exactly as a single run schedules it.
+    /// The epoch's analysis, exactly as a single run schedules it (the member's weights are
+    /// copied into its shadow model only when something is due).
     fn analyse(
         &mut self,
         model: &GptEnsemble,
@@ -285,20 +281,17 @@ impl Member {
         global_step: u64,
         values: &mut Vec<(String, f64)>,
     ) -> Result<(), TrainError> {
-        if self.clock.geometry_due(epoch, global_step) {
-            let started = Instant::now();
-            let pca = self.clock.pca_due(global_step);
-            let shadow = sync_shadow(&mut self.shadow, model, k, &self.summary.save_dir)?;
-            values.extend(self.analysis.geometry(shadow)?);
-            if pca {
-                self.analysis.record_pca(shadow, global_step)?;
-            }
-            self.summary.geometry_seconds += started.elapsed().as_secs_f64();
-        } else if self.clock.pca_due(global_step) {
-            let shadow = sync_shadow(&mut self.shadow, model, k, &self.summary.save_dir)?;
-            self.analysis.record_pca(shadow, global_step)?;
-        }
-        Ok(())
+        let save_dir = &self.summary.save_dir;
+        let shadow = &mut self.shadow;
+        analyse_epoch(
+            &mut self.clock,
+            &self.analysis,
+            epoch,
+            global_step,
+            || sync_shadow(shadow, model, k, save_dir),
+            values,
+            &mut self.summary.geometry_seconds,
+        )
     }
 }
 
@@ -434,12 +427,7 @@ impl Ensemble {
                         if !due[i] {
                             continue;
                         }
-                        let values = [
-                            ("train/CE_last".to_string(), f64::from(m[3 * i])),
-                            ("train/ACC_last".to_string(), f64::from(m[3 * i + 1])),
-                            ("train/PROB_last".to_string(), f64::from(m[3 * i + 2])),
-                            ("lr".to_string(), lrs[i]),
-                        ];
+                        let values = batch_values(&m[3 * i..3 * i + 3], lrs[i]);
                         member.sinks.log(step, &row(step, None, &values));
                     }
                 }

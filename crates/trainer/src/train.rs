@@ -18,7 +18,7 @@ use kg_data::{Dataset, Sampler};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 use crate::TrainError;
-use crate::analysis::{Analysis, GeometryClock};
+use crate::analysis::{Analysis, GeometryClock, analyse_epoch};
 use crate::checkpoint::{self, Sidecar};
 use crate::config::{DeviceChoice, RunConfig};
 use crate::data::DeviceData;
@@ -241,16 +241,33 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
     sinks.finish(exit_code);
     write_timings(&save_dir, &state.summary, device, 1)?;
     if cfg.train.plots {
-        match plots::write_run_plots(&save_dir) {
-            Ok(files) => tracing::info!(
-                "{} plot files in {}",
-                files.len(),
-                save_dir.join("plots").display()
-            ),
-            Err(e) => tracing::warn!("plots not written: {e}"),
-        }
+        write_plots(&save_dir);
     }
     outcome.map(|()| state.summary)
+}
+
+/// Draws a finished run's plots into `<save_dir>/plots`; a failure is a warning (the run itself
+/// is complete).
+pub(crate) fn write_plots(save_dir: &Path) {
+    match plots::write_run_plots(save_dir) {
+        Ok(files) => tracing::info!(
+            "{} plot files in {}",
+            files.len(),
+            save_dir.join("plots").display()
+        ),
+        Err(e) => tracing::warn!("plots not written: {e}"),
+    }
+}
+
+/// The values of a logged training batch: `[CE, ACC, PROB]` means of its rows (as
+/// [`row_metrics`] columns) and the learning rate.
+pub(crate) fn batch_values(m: &[f32], lr: f64) -> [(String, f64); 4] {
+    [
+        ("train/CE_last".to_string(), f64::from(m[0])),
+        ("train/ACC_last".to_string(), f64::from(m[1])),
+        ("train/PROB_last".to_string(), f64::from(m[2])),
+        ("lr".to_string(), lr),
+    ]
 }
 
 /// Opens a run directory's local record and writes its `config.toml`. A fresh start removes the
@@ -382,12 +399,7 @@ fn train_epochs(
                 });
                 let m: Vec<f32> =
                     Vec::try_from(m.to_device(Device::Cpu)).map_err(TrainError::from)?;
-                let values = [
-                    ("train/CE_last".to_string(), f64::from(m[0])),
-                    ("train/ACC_last".to_string(), f64::from(m[1])),
-                    ("train/PROB_last".to_string(), f64::from(m[2])),
-                    ("lr".to_string(), lr),
-                ];
+                let values = batch_values(&m[..3], lr);
                 sinks.log(st.global_step, &row(st.global_step, None, &values));
             }
         }
@@ -412,16 +424,15 @@ fn train_epochs(
         st.summary.eval_seconds += eval_started.elapsed().as_secs_f64();
         let mut values = vec![("train/CE_epoch".to_string(), ce_epoch)];
         values.extend(report.to_row());
-        if clock.geometry_due(epoch, st.global_step) {
-            let geo_started = Instant::now();
-            values.extend(analysis.geometry(model)?);
-            if clock.pca_due(st.global_step) {
-                analysis.record_pca(model, st.global_step)?;
-            }
-            st.summary.geometry_seconds += geo_started.elapsed().as_secs_f64();
-        } else if clock.pca_due(st.global_step) {
-            analysis.record_pca(model, st.global_step)?;
-        }
+        analyse_epoch(
+            clock,
+            analysis,
+            epoch,
+            st.global_step,
+            || Ok(model),
+            &mut values,
+            &mut st.summary.geometry_seconds,
+        )?;
         let epoch_row: Row = row(st.global_step, Some(epoch), &values);
         sinks.log(st.global_step, &epoch_row);
         sinks.flush();
