@@ -198,29 +198,14 @@ impl RunConfig {
             reason,
         };
         let mut tree = toml::Value::try_from(&*self).map_err(|e| err(e.to_string()))?;
-        let (table, name) = match key.split_once('.') {
-            Some((t, k)) if TABLES.contains(&t) => (t.to_string(), k.to_string()),
-            // `data_seed` is the flat name of the generator's seed (as in `flat()`).
-            _ if key == "data_seed" => ("data".to_string(), "seed".to_string()),
-            _ => {
-                // `seed` is in [data] and [train]: the plain name is the training seed, as in the
-                // original's flags.
-                let table = LOOKUP_ORDER
-                    .iter()
-                    .find(|t| Self::table_keys(t).contains(&key))
-                    .ok_or_else(|| err(format!("unknown key `{key}`")))?;
-                (table.to_string(), key.to_string())
-            }
-        };
-        if !Self::table_keys(&table).contains(&name.as_str()) {
-            return Err(err(format!("unknown key `{table}.{name}`")));
-        }
+        let qualified = Self::qualify(key).ok_or_else(|| err(format!("unknown key `{key}`")))?;
+        let (table, name) = qualified.split_once('.').unwrap_or(("", key));
         let value = parse_value(text);
         let section = tree
-            .get_mut(&table)
+            .get_mut(table)
             .and_then(|t| t.as_table_mut())
             .ok_or_else(|| err(format!("missing table [{table}]")))?;
-        section.insert(name.clone(), value);
+        section.insert(name.to_string(), value);
         *self = tree
             .try_into()
             .map_err(|e: toml::de::Error| err(format!("`{name}` = {text:?}: {}", e.message())))?;
@@ -229,13 +214,29 @@ impl RunConfig {
 
     /// Whether `key` (flat, or `table.key`) is a configuration key.
     pub fn is_key(key: &str) -> bool {
+        Self::qualify(key).is_some()
+    }
+
+    /// The qualified name (`table.key`) of a flat or qualified key, or `None` when it is no
+    /// configuration key. `seed` is in `[data]` and `[train]`: the plain name is the training
+    /// seed, as in the original's flags, and `data_seed` the generator's (its flat name, as in
+    /// `flat()`); every other plain key is unique across the tables.
+    pub fn qualify(key: &str) -> Option<String> {
         if key == "data_seed" {
-            return true;
+            return Some("data.seed".into());
         }
-        match key.split_once('.') {
-            Some((t, k)) => Self::table_keys(t).contains(&k),
-            None => TABLES.iter().any(|t| Self::table_keys(t).contains(&key)),
-        }
+        let (table, name) = match key.split_once('.') {
+            Some((t, k)) => (*TABLES.iter().find(|table| **table == t)?, k),
+            None => (
+                *LOOKUP_ORDER
+                    .iter()
+                    .find(|t| Self::table_keys(t).contains(&key))?,
+                key,
+            ),
+        };
+        Self::table_keys(table)
+            .contains(&name)
+            .then(|| format!("{table}.{name}"))
     }
 
     /// Every key of a table, including optional ones that serialise to nothing when unset.

@@ -175,18 +175,7 @@ const RESERVED: [&str; 2] = ["data_dir", "save_dir"];
 /// A bare `seed` is the training seed and `data_seed` the generator seed (the flat W&B names);
 /// other bare keys are unique across the tables.
 pub fn qualify(key: &str) -> Option<String> {
-    match key {
-        "seed" => return Some("train.seed".into()),
-        "data_seed" => return Some("data.seed".into()),
-        _ => {}
-    }
-    if key.contains('.') {
-        return RunConfig::is_key(key).then(|| key.to_string());
-    }
-    ["data", "model", "train", "wandb"]
-        .iter()
-        .map(|t| format!("{t}.{key}"))
-        .find(|q| RunConfig::is_key(q))
+    RunConfig::qualify(key)
 }
 
 /// The text form of a value as `RunConfig::set` and the `train` flags read it: strings bare
