@@ -70,6 +70,12 @@ impl MemberParam {
         &self.name
     }
 
+    /// Whether this is a row of a stacked leaf shared by all members (rather than the member's
+    /// own leaf).
+    pub fn is_row(&self) -> bool {
+        self.row.is_some()
+    }
+
     /// The autograd leaf that holds the value (shared by all members when stacked).
     pub fn leaf(&self) -> &Tensor {
         &self.leaf
@@ -490,11 +496,18 @@ impl GptEnsemble {
         let (k, c) = (self.members, self.cfg.d_model);
         let (n_head, head_dim) = (self.cfg.n_head, self.cfg.head_dim());
         let p_drop = if train { self.cfg.dropout } else { 0.0 };
-        // Row i of member k sits at i·t + position in the flattened (b·t) axis.
-        let rows = Tensor::arange(b, (Kind::Int64, positions.device())) * t; // (b)
-        let flat = (positions + rows.unsqueeze(0))
-            .view([k, b, 1])
-            .expand([k, b, c], false); // (K, b, c)
+        // Each of the K·b rows reads its own position, as in `Block::forward_at`; a position
+        // outside its row is an error here.
+        let flat_positions = positions.reshape([k * b]); // (K·b)
+        let index = flat_positions
+            .view([k * b, 1, 1])
+            .expand([k * b, 1, c], false); // (K·b, 1, c)
+        let at = |ys: &Tensor| -> Result<Tensor, ModelError> {
+            Ok(ys
+                .reshape([k * b, t, c])
+                .f_gather(1, &index, false)?
+                .view([k, b, c])) // (K, b, c)
+        };
         let normed = block.ln_1.forward(xs); // (K, b·t, c)
         let kv = block
             .qkv
@@ -503,8 +516,7 @@ impl GptEnsemble {
             .permute([2, 0, 3, 1, 4]); // (2, K·b, nh, t, hd)
         let key = self.rope.apply(&kv.get(0)); // (K·b, nh, t, hd)
         let v = kv.get(1); // (K·b, nh, t, hd)
-        let x_q = normed.f_gather(1, &flat, false)?; // (K, b, c)
-        let flat_positions = positions.reshape([k * b]); // (K·b)
+        let x_q = at(&normed)?; // (K, b, c)
         let q = block
             .qkv
             .forward_part(&x_q, 0, c)
@@ -529,7 +541,7 @@ impl GptEnsemble {
             false,
         ); // (K·b, nh, 1, hd)
         let ys = ys.reshape([k, b, c]); // (K, b, c)
-        let xs = xs.gather(1, &flat, false) + block.out.forward(&ys).dropout(p_drop, train); // (K, b, c)
+        let xs = at(xs)? + block.out.forward(&ys).dropout(p_drop, train); // (K, b, c)
         let h = block.mlp_fc.forward(&block.ln_2.forward(&xs)).gelu("none"); // (K, b, 4c)
         Ok(&xs + block.mlp_proj.forward(&h).dropout(p_drop, train))
     }

@@ -176,14 +176,7 @@ pub fn run_ensemble_members(
         members.push(Member {
             summary: RunSummary {
                 save_dir,
-                epochs: 0,
-                global_step: 0,
-                final_eval: None,
-                train_seconds: 0.0,
-                eval_seconds: 0.0,
-                geometry_seconds: 0.0,
-                steps_this_run: 0,
-                epochs_this_run: 0,
+                ..Default::default()
             },
             cfg,
             sinks,
@@ -594,12 +587,16 @@ pub fn evaluate_ensemble(
 pub struct EnsembleAdam {
     members: Vec<MemberAdam>,
     taken: u64,
+    /// Every autograd leaf once (a stacked leaf is shared by all members).
+    leaves: Vec<Tensor>,
 }
 
 /// One member's parameters and optimiser state.
 #[derive(Debug)]
 struct MemberAdam {
     params: Vec<MemberParam>,
+    /// The member's views of `params`, made once (they share the leaves' storage).
+    values: Vec<Tensor>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     /// Float32 step counter of each parameter.
@@ -633,12 +630,28 @@ impl EnsembleAdam {
                         .iter()
                         .map(|v| Tensor::zeros([], (Kind::Float, v.device())))
                         .collect(),
+                    values,
                     params,
                     cfg,
                 }
             })
+            .collect::<Vec<MemberAdam>>();
+        // Stacked leaves appear in every member's list: keep member 0's and the members' own.
+        let leaves = members
+            .iter()
+            .enumerate()
+            .flat_map(|(k, m)| {
+                m.params
+                    .iter()
+                    .filter(move |p| k == 0 || !p.is_row())
+                    .map(|p| p.leaf().shallow_clone())
+            })
             .collect();
-        Ok(Self { members, taken: 0 })
+        Ok(Self {
+            members,
+            taken: 0,
+            leaves,
+        })
     }
 
     /// The optimiser of every member of `model`, member `k` with `cfgs[k]`.
@@ -654,11 +667,7 @@ impl EnsembleAdam {
 
     /// Drops every gradient (the next backward pass writes fresh ones).
     pub fn zero_grad(&mut self) {
-        clear_grads(
-            self.members
-                .iter()
-                .flat_map(|m| m.params.iter().map(MemberParam::leaf)),
-        );
+        clear_grads(&self.leaves);
     }
 
     /// One update of every member from the accumulated gradients, member `k` with learning rate
@@ -690,10 +699,7 @@ impl EnsembleAdam {
                 if active.is_empty() {
                     continue;
                 }
-                let params: Vec<Tensor> = active
-                    .iter()
-                    .map(|(i, _)| member.params[*i].value())
-                    .collect();
+                let params: Vec<&Tensor> = active.iter().map(|(i, _)| &member.values[*i]).collect();
                 let grads: Vec<&Tensor> = active.iter().map(|(_, g)| g).collect();
                 // The kernel reads the step counter; PyTorch increments it just before the call.
                 for (i, _) in &active {
@@ -709,16 +715,11 @@ impl EnsembleAdam {
                 );
                 let scaler = scalers.as_deref_mut().map(|s| &mut s[k]);
                 if let Some(s) = &scaler {
-                    s.check(
-                        &active
-                            .iter()
-                            .map(|(_, g)| g.shallow_clone())
-                            .collect::<Vec<_>>(),
-                    );
+                    s.check(&grads);
                 }
                 fused_adam(
                     &FusedGroup {
-                        params: &params.iter().collect::<Vec<_>>(),
+                        params: &params,
                         grads: &grads,
                         exp_avgs: &exp_avgs.iter().collect::<Vec<_>>(),
                         exp_avg_sqs: &exp_avg_sqs.iter().collect::<Vec<_>>(),

@@ -170,7 +170,7 @@ impl Adam {
             };
             let grads: Vec<&Tensor> = grads.iter().collect();
             if let Some(s) = &scaler {
-                s.check_refs(&grads);
+                s.check(&grads);
             }
             fused_adam(
                 &FusedGroup {
@@ -369,12 +369,7 @@ impl GradScaler {
     }
 
     /// Sets `found_inf` from `grads`.
-    pub fn check(&self, grads: &[Tensor]) {
-        self.check_refs(&grads.iter().collect::<Vec<_>>());
-    }
-
-    /// [`GradScaler::check`] on borrowed gradients.
-    pub fn check_refs(&self, grads: &[&Tensor]) {
+    pub fn check(&self, grads: &[&Tensor]) {
         let mut bad = Tensor::zeros([], (Kind::Float, self.scale.device()));
         for g in grads {
             bad += g.isfinite().logical_not().any().to_kind(Kind::Float);

@@ -54,7 +54,7 @@ impl std::fmt::Debug for RunOptions {
 }
 
 /// What a finished run reports.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunSummary {
     /// The run directory.
     pub save_dir: PathBuf,
@@ -205,12 +205,7 @@ pub fn run(cfg: RunConfig, mut opts: RunOptions) -> Result<RunSummary, TrainErro
             save_dir: save_dir.clone(),
             epochs: epoch,
             global_step,
-            final_eval: None,
-            train_seconds: 0.0,
-            eval_seconds: 0.0,
-            geometry_seconds: 0.0,
-            steps_this_run: 0,
-            epochs_this_run: 0,
+            ..Default::default()
         },
     };
     let outcome = train_epochs(
