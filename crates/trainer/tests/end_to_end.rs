@@ -171,7 +171,7 @@ fn python_fixture_dataset_trains_and_reports_every_type() {
     let _rng = rng_lock();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = RunConfig::default();
-    cfg.train.data_dir = repo().join("../shared/fixtures/python-dataset-e10");
+    cfg.train.data_dir = repo().join("tests/fixtures/python-dataset-e10");
     cfg.train.save_dir = tmp.path().join("run");
     cfg.train.epochs = 2;
     cfg.train.threads = 1;

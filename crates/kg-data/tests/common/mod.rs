@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use kg_data::{Dataset, Example, FactType, Functor};
 
-/// The Python original's dataset, in the project's shared fixtures beside the repository.
+/// The Python original's dataset, in the repository's `tests/fixtures`.
 pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/python-dataset-e10")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/python-dataset-e10")
 }
 
 /// `round(n · (1 − ratio))`, half to even, as the spec's split rule reads in Python.
