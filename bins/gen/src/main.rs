@@ -4,12 +4,17 @@
 //! `--config <toml>` (other tables are ignored), and the command-line flags, which keep the
 //! original's underscore names (`--num_entities`) and also accept kebab-case
 //! (`--num-entities`).
+//!
+//! `--rng` (or `rng` in `[data]`) picks the random stream: `chacha` (the default, this
+//! project's byte-stable ChaCha20 stream) or `numpy` (NumPy's `default_rng(seed)` in the
+//! original's build order, which writes the original `generate_data.py`'s files byte for byte
+//! for the same parameters and seed).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use kg_data::{DataConfig, Dataset, generate};
+use kg_data::{DataConfig, Dataset, RngKind, generate};
 
 /// Generate a knowledge graph of two isomorphic categories and a functor between them.
 #[derive(Debug, Parser)]
@@ -61,6 +66,16 @@ struct Args {
         default_missing_value = "true"
     )]
     duplicate_relation: Option<bool>,
+    /// Random stream: `chacha` (this project's, the default) or `numpy` (the original's exact
+    /// draws and files) [default: chacha].
+    #[arg(long, value_parser = parse_rng)]
+    rng: Option<RngKind>,
+}
+
+/// Parses `--rng`, listing the accepted values on error.
+fn parse_rng(s: &str) -> Result<RngKind, String> {
+    s.parse()
+        .map_err(|_| format!("accepted values are {}", RngKind::NAMES.join(", ")))
 }
 
 /// Reads the `[data]` table of a TOML file; a file without one gives the defaults.
@@ -115,6 +130,9 @@ fn resolve(args: &Args) -> Result<DataConfig> {
     if let Some(v) = args.duplicate_relation {
         cfg.duplicate_relation = v;
     }
+    if let Some(v) = args.rng {
+        cfg.rng = v;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -123,14 +141,15 @@ fn summary(ds: &Dataset, dir: &Path) -> String {
     let mut out = format!("dataset written to {}\n", dir.display());
     if let Some(meta) = &ds.meta {
         out += &format!(
-            "  entities {} (E1 {}, E2 {}, other {}), relations {}, vocab {}, seed {}\n",
+            "  entities {} (E1 {}, E2 {}, other {}), relations {}, vocab {}, seed {}, rng {}\n",
             meta.params.num_entities,
             meta.e1.len(),
             meta.e2.len(),
             meta.others.len(),
             meta.params.num_relations,
             ds.vocab.len(),
-            meta.params.seed
+            meta.params.seed,
+            meta.params.rng
         );
     }
     for (kind, n) in ds.counts() {
@@ -274,5 +293,54 @@ mod tests {
         }
         assert!(text.contains("vocab 10011"));
         assert!(text.contains("id_atomic                     40"), "{text}");
+    }
+
+    #[test]
+    fn rng_comes_from_the_file_or_the_flag() {
+        assert_eq!(resolve(&args(&[])).unwrap().rng, RngKind::Chacha);
+        assert_eq!(
+            resolve(&args(&["--rng", "numpy"])).unwrap().rng,
+            RngKind::Numpy
+        );
+        let file = write_config("[data]\nrng = \"numpy\"\n");
+        let path = file.path().to_str().unwrap();
+        assert_eq!(
+            resolve(&args(&["--config", path])).unwrap().rng,
+            RngKind::Numpy
+        );
+        assert_eq!(
+            resolve(&args(&["--config", path, "--rng", "chacha"]))
+                .unwrap()
+                .rng,
+            RngKind::Chacha,
+            "the flag beats the file"
+        );
+    }
+
+    #[test]
+    fn unknown_rng_names_the_flag_or_key_and_the_accepted_values() {
+        let err = Args::try_parse_from(["gen", "--rng", "pcg64"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("--rng"), "{msg}");
+        assert!(msg.contains("pcg64"), "{msg}");
+        assert!(msg.contains("chacha, numpy"), "{msg}");
+
+        let file = write_config("[data]\nrng = \"pcg64\"\n");
+        let err = resolve(&args(&["--config", file.path().to_str().unwrap()])).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("rng"), "{msg}");
+        assert!(msg.contains("pcg64"), "{msg}");
+        assert!(msg.contains("chacha, numpy"), "{msg}");
+        assert!(msg.contains(&file.path().display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn summary_names_the_stream() {
+        let cfg = DataConfig {
+            rng: RngKind::Numpy,
+            ..DataConfig::default()
+        };
+        let text = summary(&generate(&cfg).unwrap(), Path::new("out"));
+        assert!(text.contains("seed 42, rng numpy"), "{text}");
     }
 }

@@ -1,8 +1,79 @@
 //! Generation parameters (the `[data]` table of a config file).
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
+
+/// The random stream, and with it the build order, that [`crate::generate()`] uses.
+///
+/// Written `"chacha"` or `"numpy"` (the `rng` key of `[data]`, `gen --rng`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum RngKind {
+    /// This crate's seeded ChaCha20 stream ([`crate::Sampler`]): byte-stable across platforms
+    /// and releases, the same distribution as the original but not its draws (the default).
+    #[default]
+    Chacha,
+    /// NumPy's `default_rng(seed)` ([`crate::numpy_rng`]) with the original builder's order of
+    /// operations: the original's files byte for byte.
+    Numpy,
+}
+
+impl RngKind {
+    /// Every kind, in the order of [`RngKind::NAMES`].
+    pub const ALL: [RngKind; 2] = [RngKind::Chacha, RngKind::Numpy];
+    /// The accepted spellings, as written in configs and on the command line.
+    pub const NAMES: [&'static str; 2] = ["chacha", "numpy"];
+
+    /// The spelling of this kind (`"chacha"` or `"numpy"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RngKind::Chacha => "chacha",
+            RngKind::Numpy => "numpy",
+        }
+    }
+
+    /// True for the default, [`RngKind::Chacha`] (which `meta.json` leaves implicit).
+    pub fn is_chacha(&self) -> bool {
+        *self == RngKind::Chacha
+    }
+}
+
+impl fmt::Display for RngKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RngKind {
+    type Err = DataError;
+
+    /// Parses `"chacha"` or `"numpy"` (exact spelling).
+    ///
+    /// # Errors
+    /// [`DataError::Config`] for key `rng`, listing the accepted values.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| DataError::Config {
+                key: "rng",
+                value: format!("{s:?}"),
+                reason: format!("accepted values are {}", Self::NAMES.join(", ")),
+            })
+    }
+}
+
+impl TryFrom<String> for RngKind {
+    type Error = DataError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
 
 /// Parameters of one synthetic knowledge graph; the `[data]` table of a config file.
 ///
@@ -26,8 +97,13 @@ pub struct DataConfig {
     pub include_f_inverse: bool,
     /// Allow one head entity to use the same relation on two out-edges (default false).
     pub duplicate_relation: bool,
-    /// Seed of the ChaCha20 stream that makes the dataset reproducible (default 42).
+    /// Seed of the random stream that makes the dataset reproducible (default 42).
     pub seed: u64,
+    /// Random stream and build order: [`RngKind::Chacha`] (`"chacha"`, default) or
+    /// [`RngKind::Numpy`] (`"numpy"`, the original's exact draws). Left out when serialised at
+    /// its default, so configs, cache keys and `meta.json` of ChaCha datasets are unchanged.
+    #[serde(skip_serializing_if = "RngKind::is_chacha")]
+    pub rng: RngKind,
 }
 
 impl Default for DataConfig {
@@ -42,6 +118,7 @@ impl Default for DataConfig {
             include_f_inverse: false,
             duplicate_relation: false,
             seed: 42,
+            rng: RngKind::Chacha,
         }
     }
 }
@@ -273,5 +350,41 @@ mod tests {
             ..DataConfig::default()
         };
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn rng_kind_parses_its_names_and_rejects_others_naming_the_key() {
+        for (name, kind) in RngKind::NAMES.iter().zip(RngKind::ALL) {
+            assert_eq!(name.parse::<RngKind>().unwrap(), kind);
+            assert_eq!(kind.to_string(), *name);
+        }
+        let err = "NumPy".parse::<RngKind>().unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::Config { key: "rng", .. }));
+        assert!(
+            msg.contains("\"NumPy\"") && msg.contains("chacha, numpy"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rng_defaults_to_chacha_and_is_serialised_only_when_not_default() {
+        assert_eq!(DataConfig::default().rng, RngKind::Chacha);
+        let text = serde_json::to_string(&DataConfig::default()).unwrap();
+        assert!(!text.contains("rng"), "{text}");
+        let numpy = DataConfig {
+            rng: RngKind::Numpy,
+            ..DataConfig::default()
+        };
+        let text = serde_json::to_string(&numpy).unwrap();
+        assert!(text.contains("\"rng\":\"numpy\""), "{text}");
+        let back: DataConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, numpy);
+        let err = serde_json::from_str::<DataConfig>(r#"{"rng": "pcg"}"#).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("rng") && msg.contains("chacha, numpy"),
+            "{msg}"
+        );
     }
 }

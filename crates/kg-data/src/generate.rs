@@ -1,7 +1,15 @@
 //! The construction of the synthetic knowledge graph, step by step.
 //!
-//! Every random choice is drawn from one [`Sampler`] in a fixed order, so a seed and the
-//! parameters determine the dataset exactly. The order of draws is part of the format:
+//! [`generate`] draws from the stream that [`DataConfig::rng`] names:
+//! - [`RngKind::Chacha`] (the default): this crate's seeded ChaCha20 [`Sampler`] and the build
+//!   order below. Byte-stable across platforms and releases, the same distribution as the
+//!   original's generator, but not its draws.
+//! - [`RngKind::Numpy`]: NumPy's `default_rng(seed)` ([`crate::numpy_rng`]) with the original
+//!   builder's own order of operations (see `generate_numpy.rs`): the files of the original's
+//!   `generate_data.py` for the same parameters and seed, byte for byte.
+//!
+//! With ChaCha, every random choice is drawn from one [`Sampler`] in a fixed order, so a seed
+//! and the parameters determine the dataset exactly. The order of draws is part of the format:
 //! 1. shuffle the entity indices `0..N` (E1 = first `sub_size`, E2 = next `sub_size`, the rest
 //!    are "other" entities);
 //! 2. shuffle E2 (sorted by index) to get the images of E1 (sorted by index): the functor;
@@ -24,7 +32,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{
-    DataConfig, DataError, Dataset, Example, FORMAT_VERSION, FactType, Meta, Sampler, Vocab,
+    DataConfig, DataError, Dataset, Example, FORMAT_VERSION, FactType, Meta, RngKind, Sampler,
+    Vocab,
 };
 
 /// One directed edge `(head, relation, tail)` as token ids.
@@ -43,12 +52,21 @@ pub(crate) fn split_point(n: usize, ood_ratio: f64) -> usize {
 }
 
 /// Generates the dataset of SPEC §1 for `cfg`: vocabulary, train rows (ID facts), test rows
-/// (every fact with its type) and [`Meta`].
+/// (every fact with its type) and [`Meta`], from the stream [`DataConfig::rng`] names (see the
+/// module docs).
 ///
 /// # Errors
 /// [`DataError::Config`] when [`DataConfig::validate`] rejects `cfg`; generation itself cannot
 /// fail afterwards.
 pub fn generate(cfg: &DataConfig) -> Result<Dataset, DataError> {
+    match cfg.rng {
+        RngKind::Chacha => generate_chacha(cfg),
+        RngKind::Numpy => crate::generate_numpy::generate_numpy(cfg),
+    }
+}
+
+/// [`generate`] with this crate's ChaCha20 stream and build order.
+fn generate_chacha(cfg: &DataConfig) -> Result<Dataset, DataError> {
     cfg.validate()?;
     let n = cfg.num_entities;
     let sub = cfg.resolved_sub_size();
@@ -203,38 +221,63 @@ pub fn generate(cfg: &DataConfig) -> Result<Dataset, DataError> {
     test.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.tokens.cmp(&b.tokens)));
     let train: Vec<Example> = test.iter().filter(|e| e.kind.is_id()).cloned().collect();
 
-    let name = |ids: &[u32]| -> Vec<String> {
-        ids.iter()
-            .filter_map(|&id| vocab.token(id).map(str::to_string))
-            .collect()
-    };
-    let mut counts: BTreeMap<FactType, usize> = FactType::ALL.iter().map(|&t| (t, 0)).collect();
-    for ex in &test {
-        *counts.entry(ex.kind).or_default() += 1;
-    }
-    let meta = Meta {
-        format_version: FORMAT_VERSION,
-        params: DataConfig {
-            sub_size: Some(sub),
-            ..cfg.clone()
-        },
-        e1: name(&e1),
-        e2: name(&e2),
-        others: name(&others),
-        functor: e1
-            .iter()
-            .filter_map(|e| Some((vocab.token(*e)?.to_string(), vocab.token(f[e])?.to_string())))
-            .collect(),
-        counts,
-        train_rows: train.len(),
-        vocab_size: vocab.len(),
-    };
+    let meta = build_meta(cfg, &vocab, &e1, &e2, &others, &f, &test, train.len());
     Ok(Dataset {
         vocab,
         train,
         test,
         meta: Some(meta),
     })
+}
+
+/// `meta.json` of a generated dataset: `cfg` with `sub_size` resolved, the categories (each
+/// sorted by id), the functor, the per-type counts of `test` and the sizes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_meta(
+    cfg: &DataConfig,
+    vocab: &Vocab,
+    e1: &[u32],
+    e2: &[u32],
+    others: &[u32],
+    f: &HashMap<u32, u32>,
+    test: &[Example],
+    train_rows: usize,
+) -> Meta {
+    let name = |ids: &[u32]| -> Vec<String> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.iter()
+            .filter_map(|&id| vocab.token(id).map(str::to_string))
+            .collect()
+    };
+    let mut counts: BTreeMap<FactType, usize> = FactType::ALL.iter().map(|&t| (t, 0)).collect();
+    for ex in test {
+        *counts.entry(ex.kind).or_default() += 1;
+    }
+    let mut sources = e1.to_vec();
+    sources.sort_unstable();
+    Meta {
+        format_version: FORMAT_VERSION,
+        params: DataConfig {
+            sub_size: Some(cfg.resolved_sub_size()),
+            ..cfg.clone()
+        },
+        e1: name(e1),
+        e2: name(e2),
+        others: name(others),
+        functor: sources
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    vocab.token(*e)?.to_string(),
+                    vocab.token(*f.get(e)?)?.to_string(),
+                ))
+            })
+            .collect(),
+        counts,
+        train_rows,
+        vocab_size: vocab.len(),
+    }
 }
 
 #[cfg(test)]

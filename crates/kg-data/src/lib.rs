@@ -9,7 +9,9 @@
 //!
 //! # Principal types
 //! - [`DataConfig`]: the generation parameters (`[data]` table), validated before use.
-//! - [`generate`]: parameters → [`Dataset`], deterministic from the seed via [`Sampler`].
+//! - [`generate`]: parameters → [`Dataset`], deterministic from the seed via [`Sampler`]
+//!   (ChaCha20, the default) or, with `rng = "numpy"` ([`RngKind`]), via [`numpy_rng`]: NumPy's
+//!   `default_rng(seed)` in the original's build order, reproducing its files byte for byte.
 //! - [`Dataset`]: vocabulary, train and test [`Example`]s, optional [`Meta`];
 //!   [`Dataset::load`] / [`Dataset::save`] read and write the original's JSON layout
 //!   byte-compatibly; [`Dataset::functor`] recovers the [`Functor`] from the facts.
@@ -22,6 +24,8 @@
 //! # Reproducibility
 //! The same parameters and seed produce byte-identical files with `rand_chacha` 0.9.x and
 //! `rand_core` 0.9.x on any platform; see [`rng`] for why and what a version bump must check.
+//! With `rng = "numpy"` they are the files of the original's `generate_data.py` (NumPy's PCG64
+//! stream, implemented here without NumPy).
 //!
 //! This crate does not depend on libtorch.
 
@@ -31,12 +35,14 @@ mod dataset;
 mod error;
 mod fact;
 mod generate;
+mod generate_numpy;
 pub mod json;
+pub mod numpy_rng;
 pub mod rng;
 mod vocab;
 
 pub use batch::{PaddedRows, pad_inputs};
-pub use config::DataConfig;
+pub use config::{DataConfig, RngKind};
 pub use dataset::{Dataset, FORMAT_VERSION, Functor, Meta, PER_TYPE_FILES, files};
 pub use error::DataError;
 pub use fact::{Example, FactType};
