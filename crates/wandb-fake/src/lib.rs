@@ -9,18 +9,27 @@
 //!   [`FakeServer::record`] locks what was recorded; [`FakeServer::update`] changes the
 //!   [`Behaviour`] while the server runs.
 //! - [`Behaviour`]: the API key it accepts, the entity it reports, the state of a run it has not
-//!   seen (`historyLineCount`, `inserted`), and queued [`Fault`]s per endpoint.
+//!   seen (`historyLineCount`, `summaryMetrics`, `inserted`), and queued [`Fault`]s per endpoint.
 //! - [`Record`]: every request ([`Seen`]), the upsert variables, history lines by offset (and how
-//!   often each offset was written), the summary, heartbeats and `complete`/`exitcode`.
+//!   often each offset was written), the summary, heartbeats and `complete`/`exitcode`; and the
+//!   same per run in [`Record::runs`] ([`RunRecord`]), which is what the upsert answers from.
 //! - [`dead_url`]: a base URL on which nothing listens (a server that is down).
 //! - [`parse_line`], [`base64`]: helpers to read history lines and build auth headers.
 //!
 //! # Protocol, as the real server answers it
 //! - `POST /graphql` with the `UpsertBucket` mutation: answered with a bucket carrying the run id
-//!   (`name`), display name, config, sweep, `historyLineCount` and the project and entity (the
-//!   request's entity, or [`Behaviour::default_entity`] when it is null). A run id upserted
-//!   before on the same server is answered `inserted: false` with `historyLineCount` = the next
-//!   free history line, so a resumed run continues after its own lines.
+//!   (`name`), display name, config, sweep, `historyLineCount`, `summaryMetrics` and the project
+//!   and entity (the request's entity, or [`Behaviour::default_entity`] when it is null). Like a
+//!   GraphQL server, `historyLineCount` and `summaryMetrics` are answered only when the query's
+//!   `bucket { … }` selection asks for them (a query without a `bucket` selection gets both).
+//! - The server keeps each run's state (keyed by entity, project and run id) for as long as it
+//!   runs, so two clients one after the other act like a killed process and its resumption: a run
+//!   upserted before is answered `inserted: false`, `historyLineCount` = its next free history
+//!   line and `summaryMetrics` = the last summary it was sent (a JSON object in a string, `_step`
+//!   being the step of its last history row), so a resumed run continues after its own lines.
+//!   A run not seen before gets [`Behaviour::history_line_count`],
+//!   [`Behaviour::summary_metrics`] and [`Behaviour::inserted`] (a run that existed before the
+//!   server started).
 //! - `POST /files/{entity}/{project}/{run}/file_stream`: must name the last upserted run (else
 //!   404 and the path is kept in [`Record::wrong_paths`]); `wandb-history.jsonl` lines are stored
 //!   at `offset + i` (a re-sent offset overwrites), `wandb-summary.json` replaces the summary,
@@ -50,6 +59,11 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 pub enum Fault {
     /// Answer with this status and, when given, this `Retry-After` value (seconds).
     Status(u16, Option<&'static str>),
+    /// Answer with this status and this body (e.g. an error page that quotes secrets).
+    Body(u16, String),
+    /// Answer with this status and a body echoing the request line and every request header,
+    /// `Authorization` included, as some proxies and debugging servers do.
+    EchoHeaders(u16),
     /// Read the request, then hold the connection open this long without answering.
     Hang(Duration),
     /// Answer 307 with this `Location`.
@@ -67,6 +81,9 @@ pub struct Behaviour {
     pub default_entity: String,
     /// `historyLineCount` answered for a run id this server has not seen.
     pub history_line_count: u64,
+    /// `summaryMetrics` (a JSON object serialised into a string, e.g. `{"_step": 1000}`)
+    /// answered for a run id this server has not seen; `None` answers null.
+    pub summary_metrics: Option<String>,
     /// `inserted` answered for a run id this server has not seen.
     pub inserted: bool,
     /// Faults for the next `/graphql` requests.
@@ -83,6 +100,7 @@ impl Default for Behaviour {
             api_key: TEST_API_KEY.to_owned(),
             default_entity: "fake-entity".to_owned(),
             history_line_count: 0,
+            summary_metrics: None,
             inserted: true,
             graphql_faults: VecDeque::new(),
             stream_faults: VecDeque::new(),
@@ -106,7 +124,31 @@ pub struct Seen {
     pub auth_ok: bool,
 }
 
-/// Everything the server recorded.
+/// What the server keeps for one run across upserts and clients.
+#[derive(Debug, Default, Clone)]
+pub struct RunRecord {
+    /// Successful upserts of this run.
+    pub upserts: usize,
+    /// History line text by offset.
+    pub history: BTreeMap<u64, String>,
+    /// How many times each offset was written.
+    pub writes: BTreeMap<u64, usize>,
+    /// The latest summary text.
+    pub summary: Option<String>,
+    /// The last `(complete, exitcode)`; an absent or non-integer exit code reads `i64::MIN`.
+    pub complete: Option<(bool, i64)>,
+}
+
+impl RunRecord {
+    /// The first history offset after every recorded line (0 when none).
+    pub fn next_offset(&self) -> u64 {
+        self.history.keys().next_back().map_or(0, |&k| k + 1)
+    }
+}
+
+/// Everything the server recorded. The top-level history, summary and `complete` fields hold
+/// what arrived for any run (tests with a single run read them); [`Record::runs`] holds the
+/// same per run.
 #[derive(Debug, Default)]
 pub struct Record {
     /// Every request, in arrival order.
@@ -125,6 +167,8 @@ pub struct Record {
     pub complete: Option<(bool, i64)>,
     /// `file_stream` paths that did not name the last upserted run.
     pub wrong_paths: Vec<String>,
+    /// Per-run state, keyed `entity/project/run_id`.
+    pub runs: BTreeMap<String, RunRecord>,
 }
 
 impl Record {
@@ -142,6 +186,15 @@ impl Record {
     pub fn summary_value(&self) -> Option<Value> {
         self.summary.as_deref().map(parse_line)
     }
+
+    /// The state of run `entity/project/run_id`, if it was upserted.
+    pub fn run(&self, entity: &str, project: &str, run_id: &str) -> Option<&RunRecord> {
+        self.runs.get(&run_key(entity, project, run_id))
+    }
+}
+
+fn run_key(entity: &str, project: &str, run_id: &str) -> String {
+    format!("{entity}/{project}/{run_id}")
 }
 
 /// A running fake server; it stops accepting connections when dropped.
@@ -347,6 +400,20 @@ fn serve(stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
             note(status);
             return respond(stream, status, retry_after, r#"{"error":"injected"}"#);
         }
+        Some(Fault::Body(status, body)) => {
+            note(status);
+            return respond(stream, status, None, &body);
+        }
+        Some(Fault::EchoHeaders(status)) => {
+            note(status);
+            let mut echo = format!("{} {}\n", req.method, req.path);
+            let mut headers: Vec<_> = req.headers.iter().collect();
+            headers.sort();
+            for (k, v) in headers {
+                echo.push_str(&format!("{k}: {v}\n"));
+            }
+            return respond(stream, status, None, &echo);
+        }
         Some(Fault::Redirect(location)) => {
             note(307);
             let head = format!(
@@ -398,24 +465,51 @@ fn entity_of(vars: &Value, default_entity: &str) -> String {
 
 fn upsert(ctx: &Ctx, body: &Value) -> Value {
     let vars = body["variables"].clone();
+    let query = body["query"].as_str().unwrap_or("");
     let b = lock(&ctx.behaviour).clone();
     let mut rec = lock(&ctx.record);
-    let seen_before = rec.upserts.iter().any(|u| u["name"] == vars["name"]);
-    let (line_count, inserted) = if seen_before {
-        (b.history_line_count.max(rec.next_offset()), false)
+    let entity = entity_of(&vars, &b.default_entity);
+    let key = run_key(
+        &entity,
+        vars["project"].as_str().unwrap_or(""),
+        vars["name"].as_str().unwrap_or(""),
+    );
+    let run = rec.runs.entry(key).or_default();
+    let (line_count, summary, inserted) = if run.upserts > 0 {
+        (
+            b.history_line_count.max(run.next_offset()),
+            run.summary.clone().or(b.summary_metrics.clone()),
+            false,
+        )
     } else {
-        (b.history_line_count, b.inserted)
+        (b.history_line_count, b.summary_metrics.clone(), b.inserted)
     };
-    let answer = json!({"data": {"upsertBucket": {
-        "bucket": {"id": "QnVja2V0OjE=", "name": vars["name"], "displayName": vars["displayName"],
-                   "description": null, "config": vars["config"], "sweepName": vars["sweep"],
-                   "historyLineCount": line_count,
-                   "project": {"id": "UHJvamVjdDox", "name": vars["project"],
-                               "entity": {"id": "RW50aXR5OjE=",
-                                          "name": entity_of(&vars, &b.default_entity)}}},
-        "inserted": inserted}}});
+    run.upserts += 1;
+    let mut bucket = json!({"id": "QnVja2V0OjE=", "name": vars["name"],
+        "displayName": vars["displayName"], "description": null, "config": vars["config"],
+        "sweepName": vars["sweep"],
+        "project": {"id": "UHJvamVjdDox", "name": vars["project"],
+                    "entity": {"id": "RW50aXR5OjE=", "name": entity}}});
+    if selects(query, "historyLineCount") {
+        bucket["historyLineCount"] = json!(line_count);
+    }
+    if selects(query, "summaryMetrics") {
+        bucket["summaryMetrics"] = json!(summary);
+    }
+    let answer = json!({"data": {"upsertBucket": {"bucket": bucket, "inserted": inserted}}});
     rec.upserts.push(vars);
     answer
+}
+
+/// Whether the query's `bucket { … }` selection names `field`; true when the query has no
+/// `bucket` selection at all (hand-written test queries).
+fn selects(query: &str, field: &str) -> bool {
+    let Some(at) = query.find("bucket {").or_else(|| query.find("bucket{")) else {
+        return true;
+    };
+    query[at..]
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .any(|word| word == field)
 }
 
 /// Records one `file_stream` body; `None` when the path does not name the upserted run.
@@ -423,40 +517,57 @@ fn file_stream(ctx: &Ctx, path: &str, body: &Value) -> Option<Value> {
     let default_entity = lock(&ctx.behaviour).default_entity.clone();
     let mut rec = lock(&ctx.record);
     let expected = rec.upserts.last().map(|v| {
-        format!(
-            "/files/{}/{}/{}/file_stream",
-            entity_of(v, &default_entity),
-            v["project"].as_str().unwrap_or(""),
-            v["name"].as_str().unwrap_or("")
+        let entity = entity_of(v, &default_entity);
+        let project = v["project"].as_str().unwrap_or("");
+        let name = v["name"].as_str().unwrap_or("");
+        (
+            format!("/files/{entity}/{project}/{name}/file_stream"),
+            run_key(&entity, project, name),
         )
     });
-    if expected.as_deref() != Some(path) {
-        rec.wrong_paths.push(path.to_owned());
-        return None;
-    }
+    let key = match expected {
+        Some((p, key)) if p == path => key,
+        _ => {
+            rec.wrong_paths.push(path.to_owned());
+            return None;
+        }
+    };
     if body.as_object().is_some_and(|o| o.is_empty()) {
         rec.heartbeats += 1;
     }
+    let mut lines = Vec::new();
     if let Some(h) = body.pointer("/files/wandb-history.jsonl") {
         let offset = h["offset"].as_u64().unwrap_or(u64::MAX);
         for (i, line) in h["content"].as_array().into_iter().flatten().enumerate() {
             let at = offset.saturating_add(i as u64);
-            rec.history
-                .insert(at, line.as_str().unwrap_or("<not a string>").to_owned());
-            *rec.writes.entry(at).or_default() += 1;
+            lines.push((at, line.as_str().unwrap_or("<not a string>").to_owned()));
         }
     }
-    if let Some(s) = body
+    let summary = body
         .pointer("/files/wandb-summary.json/content/0")
         .and_then(Value::as_str)
-    {
-        rec.summary = Some(s.to_owned());
-    }
-    if body.get("complete").is_some() {
-        rec.complete = Some((
-            body["complete"].as_bool().unwrap_or(false),
+        .map(str::to_owned);
+    let complete = body.get("complete").map(|c| {
+        (
+            c.as_bool().unwrap_or(false),
             body["exitcode"].as_i64().unwrap_or(i64::MIN),
-        ));
+        )
+    });
+    let rec = &mut *rec;
+    let run = rec.runs.entry(key).or_default();
+    for (at, line) in lines {
+        rec.history.insert(at, line.clone());
+        *rec.writes.entry(at).or_default() += 1;
+        run.history.insert(at, line);
+        *run.writes.entry(at).or_default() += 1;
+    }
+    if let Some(s) = summary {
+        rec.summary = Some(s.clone());
+        run.summary = Some(s);
+    }
+    if complete.is_some() {
+        rec.complete = complete;
+        run.complete = complete;
     }
     Some(json!({"exitcode": null, "limits": {}}))
 }
@@ -638,6 +749,71 @@ mod tests {
         );
         let statuses: Vec<u16> = rec.requests.iter().map(|r| r.status).collect();
         assert_eq!(statuses, vec![401, 200, 200, 404, 200]);
+    }
+
+    #[test]
+    fn runs_keep_their_own_state_and_the_upsert_answers_it_when_selected() {
+        let server = FakeServer::start(Behaviour::default()).expect("start");
+        let auth = basic_auth(TEST_API_KEY);
+        let upsert = |name: &str, selection: &str| {
+            let body = json!({"query": format!("mutation {{ upsertBucket {{ bucket {{ {selection} }} }} }}"),
+                              "variables": {"name": name, "project": "p", "entity": "e"}});
+            let (status, text) = post(server.addr(), "/graphql", Some(&auth), &body.to_string());
+            assert_eq!(status, 200);
+            let v: Value = serde_json::from_str(&text).expect("json");
+            v["data"]["upsertBucket"].clone()
+        };
+        let first = upsert("a", "id name historyLineCount summaryMetrics");
+        assert_eq!(first["inserted"], json!(true));
+        assert_eq!(first["bucket"]["historyLineCount"], json!(0));
+        assert_eq!(first["bucket"]["summaryMetrics"], Value::Null);
+        let lines = r#"{"files":{"wandb-history.jsonl":{"offset":0,"content":["{\"_step\":1}","{\"_step\":2}"]},
+            "wandb-summary.json":{"offset":0,"content":["{\"_step\":2,\"loss\":NaN}"]}}}"#;
+        let (status, _) = post(
+            server.addr(),
+            "/files/e/p/a/file_stream",
+            Some(&auth),
+            lines,
+        );
+        assert_eq!(status, 200);
+        // Another run on the same server starts from scratch.
+        let other = upsert("b", "id name historyLineCount summaryMetrics");
+        assert_eq!(other["inserted"], json!(true));
+        assert_eq!(other["bucket"]["historyLineCount"], json!(0));
+        // The first run, upserted again (a resumed process), gets its own state back.
+        let again = upsert("a", "id name historyLineCount summaryMetrics");
+        assert_eq!(again["inserted"], json!(false));
+        assert_eq!(again["bucket"]["historyLineCount"], json!(2));
+        assert_eq!(
+            again["bucket"]["summaryMetrics"],
+            json!(r#"{"_step":2,"loss":NaN}"#)
+        );
+        // Fields the selection does not ask for are not answered.
+        let bare = upsert("a", "id name");
+        assert!(bare["bucket"].get("historyLineCount").is_none(), "{bare}");
+        assert!(bare["bucket"].get("summaryMetrics").is_none(), "{bare}");
+        let rec = server.record();
+        let a = rec.run("e", "p", "a").expect("run a");
+        assert_eq!((a.upserts, a.next_offset()), (3, 2));
+        assert_eq!(rec.run("e", "p", "b").map(|b| b.history.len()), Some(0));
+    }
+
+    #[test]
+    fn body_faults_answer_their_body_and_echo_quotes_the_headers() {
+        let server = FakeServer::start(Behaviour {
+            graphql_faults: VecDeque::from([
+                Fault::Body(400, "no such thing".to_owned()),
+                Fault::EchoHeaders(400),
+            ]),
+            ..Behaviour::default()
+        })
+        .expect("start");
+        let auth = basic_auth(TEST_API_KEY);
+        let (status, body) = post(server.addr(), "/graphql", Some(&auth), "{}");
+        assert_eq!((status, body.as_str()), (400, "no such thing"));
+        let (status, body) = post(server.addr(), "/graphql", Some(&auth), "{}");
+        assert_eq!(status, 400);
+        assert!(body.contains(&format!("authorization: {auth}")), "{body}");
     }
 
     #[test]

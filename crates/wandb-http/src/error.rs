@@ -1,4 +1,8 @@
 //! The crate's error type.
+//!
+//! No variant ever holds the API key: texts that come from the server or the network pass through
+//! the client's redactor first (the key, its Basic-auth base64 form and any `Authorization` value
+//! read `<redacted>`), and a base URL is shown without its userinfo.
 
 use std::time::Duration;
 
@@ -83,4 +87,62 @@ pub enum WandbError {
         /// What the server reported.
         detail: String,
     },
+}
+
+impl WandbError {
+    /// The same error with every secret [`crate::redact::Redactor`] knows replaced in its texts.
+    pub(crate) fn redacted(self, r: &crate::redact::Redactor) -> WandbError {
+        match self {
+            WandbError::InvalidSetting {
+                key,
+                value,
+                expected,
+            } => WandbError::InvalidSetting {
+                key,
+                value: r.redact(&value),
+                expected: r.redact(&expected),
+            },
+            WandbError::NotOnline { mode } => WandbError::NotOnline {
+                mode: r.redact(&mode),
+            },
+            WandbError::Client(detail) => WandbError::Client(r.redact(&detail)),
+            WandbError::Status {
+                endpoint,
+                status,
+                body,
+            } => WandbError::Status {
+                endpoint,
+                status,
+                body: r.redact(&body),
+            },
+            WandbError::GaveUp {
+                endpoint,
+                attempts,
+                elapsed,
+                last,
+            } => WandbError::GaveUp {
+                endpoint,
+                attempts,
+                elapsed,
+                last: r.redact(&last),
+            },
+            WandbError::Protocol { endpoint, detail } => WandbError::Protocol {
+                endpoint,
+                detail: r.redact(&detail),
+            },
+            WandbError::GraphQl(messages) => WandbError::GraphQl(r.redact(&messages)),
+            WandbError::Resume {
+                policy,
+                run_id,
+                detail,
+            } => WandbError::Resume {
+                policy,
+                run_id: r.redact(&run_id),
+                detail: r.redact(&detail),
+            },
+            // No text from outside: the I/O error is the OS's, the rest has no strings.
+            e
+            @ (WandbError::MissingApiKey | WandbError::Spawn(_) | WandbError::Deadline { .. }) => e,
+        }
+    }
 }

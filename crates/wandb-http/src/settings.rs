@@ -10,6 +10,11 @@ pub const DEFAULT_BASE_URL: &str = "https://api.wandb.ai";
 /// The project used when neither the environment nor the caller names one (W&B's own default).
 pub const DEFAULT_PROJECT: &str = "uncategorized";
 
+/// What a base URL with a userinfo part (`name:secret@host`) is told it should be. Worded so that
+/// it never repeats a part of such a URL.
+pub(crate) const NO_USERINFO: &str = "an http:// or https:// URL without credentials before the \
+host (W&B authenticates with WANDB_API_KEY)";
+
 /// Whether the client talks to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -52,6 +57,11 @@ impl fmt::Display for Mode {
 /// The upsert always continues an existing run's history after its last line, so `Allow` and
 /// `Auto` behave alike; `Never` and `Must` turn a run that exists (resp. did not exist) into an
 /// error from [`crate::Run::start`] before any history is sent.
+///
+/// When the run exists, the client also learns the step of its last history row (the `_step` of
+/// the server's `summaryMetrics`) and does not send history rows at or below that step again —
+/// a trainer resumed from a checkpoint older than what the killed process had streamed replays
+/// those steps — while their values still update the summary; see the crate docs, "Resuming".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
     /// Resume if the run exists, otherwise create it.
@@ -123,7 +133,8 @@ pub struct Defaults {
 pub struct Settings {
     /// `WANDB_API_KEY`; needed to be online.
     pub api_key: Option<String>,
-    /// `WANDB_BASE_URL` without a trailing `/`.
+    /// `WANDB_BASE_URL` without a trailing `/`. It must not carry credentials
+    /// (`https://name:secret@host`): [`Settings::validate`] refuses them.
     pub base_url: String,
     /// `WANDB_ENTITY`; `None` sends null and the server picks the key owner's default entity.
     pub entity: Option<String>,
@@ -154,7 +165,7 @@ impl fmt::Debug for Settings {
         // The key must not end up in logs.
         f.debug_struct("Settings")
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("base_url", &self.base_url)
+            .field("base_url", &without_userinfo(&self.base_url))
             .field("entity", &self.entity)
             .field("project", &self.project)
             .field("run_id", &self.run_id)
@@ -184,7 +195,8 @@ impl Settings {
     ///
     /// # Errors
     /// [`WandbError::InvalidSetting`] for an unknown `WANDB_MODE` / `WANDB_RESUME`, a base URL that
-    /// is not `http(s)://host…`, or a run id / project / entity that cannot be a URL path segment.
+    /// is not `http(s)://host…` or that carries credentials (`user:password@`; the error shows
+    /// neither), or a run id / project / entity that cannot be a URL path segment.
     pub fn from_lookup<F>(defaults: &Defaults, lookup: F) -> Result<Settings, WandbError>
     where
         F: Fn(&str) -> Option<String>,
@@ -244,20 +256,23 @@ impl Settings {
 
     /// Checks the fields that end up in URLs.
     ///
+    /// A base URL with a userinfo part is refused: the key must come from `WANDB_API_KEY`, and a
+    /// password in the URL would otherwise be printed and sent in place of the key. The error's
+    /// value shows the URL with that part replaced by `<redacted>`.
+    ///
     /// # Errors
     /// [`WandbError::InvalidSetting`] naming the field.
     pub fn validate(&self) -> Result<(), WandbError> {
-        let url = reqwest::Url::parse(&self.base_url).map_err(|e| {
-            invalid(
-                "WANDB_BASE_URL",
-                &self.base_url,
-                &format!("an absolute URL ({e})"),
-            )
-        })?;
+        let shown = without_userinfo(&self.base_url);
+        let url = reqwest::Url::parse(&self.base_url)
+            .map_err(|e| invalid("WANDB_BASE_URL", &shown, &format!("an absolute URL ({e})")))?;
+        if !url.username().is_empty() || url.password().is_some() || shown != self.base_url {
+            return Err(invalid("WANDB_BASE_URL", &shown, NO_USERINFO));
+        }
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(invalid(
                 "WANDB_BASE_URL",
-                &self.base_url,
+                &shown,
                 "an http:// or https:// URL with a host",
             ));
         }
@@ -290,6 +305,23 @@ pub(crate) fn generate_run_id(rng: &mut SmallRng) -> String {
     (0..8)
         .map(|_| ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize] as char)
         .collect()
+}
+
+/// `url` with anything between `scheme://` and the last `@` of the authority replaced by
+/// `<redacted>`: a form of a base URL safe to print, whether or not it parses.
+pub(crate) fn without_userinfo(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!(
+            "{}{}{}",
+            &url[..authority_start],
+            crate::redact::REDACTED,
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
 }
 
 fn normalize_base_url(url: &str) -> String {
@@ -466,6 +498,53 @@ mod tests {
         assert_eq!(
             run_page_url("http://127.0.0.1:9/", "e", "p", "r"),
             "http://127.0.0.1:9/e/p/runs/r"
+        );
+    }
+
+    #[test]
+    fn a_base_url_with_credentials_is_refused_without_showing_them() {
+        for url in [
+            "http://user:pw@host",
+            "https://alice:hunter2@api.example.com/",
+            "https://alice@api.example.com",
+            "https://:hunter2@api.example.com",
+            "http://user:pw@",
+            "http://user:pw@ho st/x",
+            "https://alice:hunter2@api.example.com@other/x",
+        ] {
+            let result =
+                Settings::from_lookup(&Defaults::default(), env(&[("WANDB_BASE_URL", url)]));
+            let Err(err) = result else {
+                panic!("{url}: accepted");
+            };
+            let WandbError::InvalidSetting { key, .. } = &err else {
+                panic!("{url}: {err:?}");
+            };
+            assert_eq!(key, "WANDB_BASE_URL");
+            for text in [err.to_string(), format!("{err:?}")] {
+                assert!(text.contains("WANDB_BASE_URL"), "{text}");
+                for secret in ["user", "pw", "alice", "hunter2"] {
+                    assert!(!text.contains(secret), "{url}: {secret} in {text}");
+                }
+            }
+        }
+        // A field set by hand is checked again (by `Run::start` through `validate`), and Debug
+        // never shows it.
+        let mut s = Settings::from_lookup(&Defaults::default(), env(&[])).unwrap();
+        s.base_url = "https://alice:hunter2@api.wandb.ai".into();
+        assert!(matches!(
+            s.validate(),
+            Err(WandbError::InvalidSetting { .. })
+        ));
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("alice") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        assert!(debug.contains("https://<redacted>@api.wandb.ai"), "{debug}");
+        assert_eq!(
+            without_userinfo("https://api.wandb.ai/x@y"),
+            "https://api.wandb.ai/x@y"
         );
     }
 

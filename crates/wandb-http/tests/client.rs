@@ -589,3 +589,340 @@ fn run_handle_can_be_shared_across_threads() {
         "{report:?}"
     );
 }
+
+/// The steps of history lines, in offset order.
+fn steps_of(lines: &[Value]) -> Vec<u64> {
+    lines
+        .iter()
+        .map(|l| l["_step"].as_u64().expect("_step"))
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumed_from_an_older_checkpoint_sends_each_step_once() {
+    let server = serve(Behaviour::default());
+    let s = settings(&server.url(), &[("WANDB_RESUME", "allow")]);
+    let a = Run::start_with(s.clone(), config(), fast_options()).expect("start A");
+    for step in 1..=100 {
+        a.log(step, metric("loss", step as f64));
+    }
+    // Killed: dropped without `finish`; its thread flushes and marks the run failed.
+    drop(a);
+    assert!(
+        server.wait_for(Duration::from_secs(10), |r| r.complete.is_some()),
+        "A's thread finished"
+    );
+    assert_eq!(server.record().complete, Some((true, 1)));
+
+    // The resumed process replays from a checkpoint at step 50.
+    let b = Run::start_with(s, config(), fast_options()).expect("start B");
+    let info = b.info().expect("info");
+    assert_eq!(
+        (info.inserted, info.start_offset, info.last_step),
+        (false, 100, Some(100))
+    );
+    for step in 50..=150 {
+        b.log(step, metric("loss", step as f64 + 0.5));
+    }
+    let report = b.finish(0, Duration::from_secs(10));
+    assert_all_delivered(&report, 50);
+    assert_eq!(report.rows_already_on_server, 51, "{report:?}");
+
+    let lines = lines_from(&server, 0);
+    assert_eq!(steps_of(&lines), (1..=150).collect::<Vec<u64>>());
+    for line in &lines[..100] {
+        assert_eq!(
+            line["loss"],
+            json!(line["_step"].as_f64().unwrap()),
+            "A's rows kept"
+        );
+    }
+    let rec = server.record();
+    assert!(
+        rec.writes.values().all(|&n| n == 1),
+        "no offset written twice: {:?}",
+        rec.writes
+    );
+    let summary = rec.summary_value().expect("summary");
+    assert_eq!(summary["_step"], json!(150));
+    assert_eq!(summary["loss"], json!(150.5));
+    assert_eq!(rec.complete, Some((true, 0)));
+    assert_eq!(rec.upserts.len(), 2);
+}
+
+#[test]
+fn a_hard_killed_run_resumes_without_losing_the_row_it_never_sent() {
+    let server = serve(Behaviour::default());
+    let s = settings(&server.url(), &[]);
+    let a = Run::start_with(s.clone(), config(), fast_options()).expect("start A");
+    for step in 1..=100 {
+        a.log(step, metric("loss", step as f64));
+    }
+    // Rows 1..=99 are closed and streamed; row 100 stays open until a larger step or finish.
+    assert!(
+        server.wait_for(Duration::from_secs(10), |r| {
+            r.history.len() == 99
+                && r.summary_value()
+                    .is_some_and(|s| s["_step"].as_u64() >= Some(99))
+        }),
+        "A streamed its closed rows"
+    );
+    // SIGKILL: no drop, no flush. The leaked thread has nothing left to send but heartbeats.
+    std::mem::forget(a);
+
+    let b = Run::start_with(s, config(), fast_options()).expect("start B");
+    let info = b.info().expect("info");
+    assert_eq!(
+        (info.start_offset, info.last_step),
+        (99, Some(99)),
+        "the server's summary step is that of its last history row"
+    );
+    for step in 50..=150 {
+        b.log(step, metric("loss", step as f64));
+    }
+    let report = b.finish(0, Duration::from_secs(10));
+    assert_all_delivered(&report, 51);
+    let lines = lines_from(&server, 0);
+    assert_eq!(steps_of(&lines), (1..=150).collect::<Vec<u64>>());
+}
+
+#[test]
+fn resuming_a_run_that_existed_before_skips_up_to_its_summary_step() {
+    let server = serve(Behaviour {
+        history_line_count: 17,
+        inserted: false,
+        summary_metrics: Some(
+            r#"{"_step": 1000, "loss": 0.25, "val/acc": NaN, "_runtime": 3600.5}"#.to_owned(),
+        ),
+        ..Behaviour::default()
+    });
+    let s = settings(&server.url(), &[("WANDB_RESUME", "must")]);
+    let run = Run::start_with(s, config(), fast_options()).expect("start");
+    let info = run.info().expect("info");
+    assert_eq!((info.start_offset, info.last_step), (17, Some(1000)));
+    for step in 990..=1005 {
+        run.log(step, metric("loss", step as f64));
+    }
+    let report = run.finish(0, Duration::from_secs(10));
+    assert_all_delivered(&report, 5);
+    assert_eq!(report.rows_already_on_server, 11);
+    let lines = lines_from(&server, 17);
+    assert_eq!(steps_of(&lines), (1001..=1005).collect::<Vec<u64>>());
+    let summary = server.record().summary_value().expect("summary");
+    assert_eq!(summary["_step"], json!(1005));
+    assert_eq!(summary["loss"], json!(1005.0));
+    assert_eq!(
+        summary["val/acc"],
+        json!("NaN"),
+        "keys only the earlier session had are kept"
+    );
+}
+
+#[test]
+fn a_server_without_the_resume_fields_is_tolerated() {
+    // A server answering neither `summaryMetrics` nor a step in it: nothing is skipped.
+    let server = serve(Behaviour {
+        history_line_count: 4,
+        inserted: false,
+        summary_metrics: Some("not json".to_owned()),
+        ..Behaviour::default()
+    });
+    let run =
+        Run::start_with(settings(&server.url(), &[]), config(), fast_options()).expect("start");
+    assert_eq!(run.info().expect("info").last_step, None);
+    for step in 0..3 {
+        run.log(step, metric("loss", 1.0));
+    }
+    let report = run.finish(0, Duration::from_secs(10));
+    assert_all_delivered(&report, 3);
+    assert_eq!(steps_of(&lines_from(&server, 4)), vec![0, 1, 2]);
+}
+
+/// Gaps between consecutive `file_stream` requests the server saw, with the earlier status.
+fn stream_gaps(server: &FakeServer) -> Vec<(u16, Duration)> {
+    let rec = server.record();
+    let stream: Vec<_> = rec
+        .requests
+        .iter()
+        .filter(|r| r.path.ends_with("file_stream"))
+        .collect();
+    stream
+        .windows(2)
+        .map(|w| (w[0].status, w[1].at.duration_since(w[0].at)))
+        .collect()
+}
+
+#[test]
+fn retry_after_zero_is_floored_and_rows_survive_exhausted_rounds() {
+    let floor = Duration::from_millis(100);
+    let throttled = 8;
+    let server = serve(Behaviour {
+        stream_faults: (0..throttled)
+            .map(|_| Fault::Status(429, Some("0")))
+            .collect(),
+        ..Behaviour::default()
+    });
+    let options = ClientOptions {
+        min_retry_wait: floor,
+        max_retry_wait: Duration::from_millis(400),
+        // Rounds of 3 attempts: the 8 refusals span three rounds.
+        max_attempts: 3,
+        ..fast_options()
+    };
+    let run = Run::start_with(settings(&server.url(), &[]), config(), options).expect("start");
+    for step in 0..20 {
+        run.log(step, metric("loss", step as f64));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report = run.finish(0, Duration::from_secs(20));
+    assert_all_delivered(&report, 20);
+    assert_eq!(
+        steps_of(&lines_from(&server, 0)),
+        (0..20).collect::<Vec<u64>>()
+    );
+
+    let gaps = stream_gaps(&server);
+    let after_429: Vec<Duration> = gaps
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .map(|&(_, gap)| gap)
+        .collect();
+    assert_eq!(after_429.len(), throttled, "{gaps:?}");
+    assert!(
+        after_429.iter().all(|&gap| gap >= floor),
+        "every retry waited at least the floor: {gaps:?}"
+    );
+    let rec = server.record();
+    let refused: Vec<Instant> = rec
+        .requests
+        .iter()
+        .filter(|r| r.status == 429)
+        .map(|r| r.at)
+        .collect();
+    let span = refused[refused.len() - 1].duration_since(refused[0]);
+    let rate = (refused.len() - 1) as f64 / span.as_secs_f64();
+    assert!(
+        rate <= 1.0 / floor.as_secs_f64(),
+        "{rate:.1} attempts/s over {span:?}"
+    );
+    assert_eq!(rec.complete, Some((true, 0)));
+}
+
+#[test]
+fn backoff_keeps_growing_across_rounds_until_the_server_recovers() {
+    let min = Duration::from_millis(40);
+    let server = serve(Behaviour {
+        stream_faults: (0..6).map(|_| Fault::Status(503, None)).collect(),
+        ..Behaviour::default()
+    });
+    let options = ClientOptions {
+        min_retry_wait: min,
+        max_retry_wait: Duration::from_secs(2),
+        max_attempts: 2,
+        ..fast_options()
+    };
+    let run = Run::start_with(settings(&server.url(), &[]), config(), options).expect("start");
+    for step in 0..5 {
+        run.log(step, metric("loss", step as f64));
+    }
+    let report = run.finish(0, Duration::from_secs(30));
+    assert_all_delivered(&report, 5);
+    let gaps = stream_gaps(&server);
+    let failed: Vec<Duration> = gaps
+        .iter()
+        .filter(|(status, _)| *status == 503)
+        .map(|&(_, gap)| gap)
+        .collect();
+    assert_eq!(failed.len(), 6, "{gaps:?}");
+    // After failure i the wait is at least max(min, min * 2^i / 2): the rounds of two attempts
+    // do not restart the backoff.
+    for (i, gap) in failed.iter().enumerate() {
+        let least = min.max(min * (1 << i) / 2);
+        assert!(*gap >= least, "gap {i} {gap:?} < {least:?}: {gaps:?}");
+    }
+    assert!(failed[5] >= Duration::from_millis(640), "{gaps:?}");
+}
+
+#[test]
+fn a_failing_server_at_the_finish_deadline_is_reported_with_its_last_failure() {
+    let server = serve(Behaviour {
+        stream_faults: (0..1000).map(|_| Fault::Status(503, None)).collect(),
+        ..Behaviour::default()
+    });
+    let options = ClientOptions {
+        max_attempts: 2,
+        ..fast_options()
+    };
+    let run = Run::start_with(settings(&server.url(), &[]), config(), options).expect("start");
+    run.log(0, metric("loss", 1.0));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let report = run.finish(0, Duration::from_millis(800));
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(report.rows_delivered, 0, "{report:?}");
+    assert!(!report.completed);
+    let failure = report.failure.as_deref().unwrap_or("");
+    assert!(failure.contains("HTTP 503"), "{report:?}");
+}
+
+#[test]
+fn names_the_server_chooses_cannot_send_the_key_to_another_host() {
+    let elsewhere = serve(Behaviour::default());
+    let server = serve(Behaviour {
+        default_entity: format!("@{}/graphql?x=", elsewhere.addr()),
+        ..Behaviour::default()
+    });
+    let run =
+        Run::start_with(settings(&server.url(), &[]), config(), fast_options()).expect("start");
+    run.log(0, metric("loss", 1.0));
+    let _ = run.finish(0, Duration::from_secs(5));
+    assert!(
+        elsewhere.record().requests.is_empty(),
+        "the other host was contacted"
+    );
+    let rec = server.record();
+    assert!(
+        rec.requests.iter().any(|r| r.path.contains("file_stream")),
+        "the stream went to the base host: {:?}",
+        rec.requests
+    );
+    assert!(rec.requests.iter().all(|r| r.auth_ok));
+}
+
+#[test]
+fn a_base_url_with_credentials_is_refused_before_anything_is_sent() {
+    let server = serve(Behaviour::default());
+    let with_credentials = server.url().replace("http://", "http://user:pw@");
+    let env: HashMap<&str, &str> = [
+        ("WANDB_API_KEY", KEY),
+        ("WANDB_BASE_URL", with_credentials.as_str()),
+    ]
+    .into_iter()
+    .collect();
+    let err = Settings::from_lookup(&Defaults::default(), |k| env.get(k).map(|v| v.to_string()))
+        .expect_err("refused");
+    let mut s = settings(&server.url(), &[]);
+    s.base_url = with_credentials.clone();
+    let debug = format!("{s:?}");
+    let Err(start_err) = Run::start_with(s, config(), fast_options()) else {
+        panic!("started with credentials in the base URL");
+    };
+    for e in [&err, &start_err] {
+        assert!(matches!(e, WandbError::InvalidSetting { key, .. } if key == "WANDB_BASE_URL"));
+    }
+    for text in [
+        err.to_string(),
+        format!("{err:?}"),
+        start_err.to_string(),
+        format!("{start_err:?}"),
+        debug,
+    ] {
+        assert!(!text.contains("pw") && !text.contains("user"), "{text}");
+    }
+    assert!(err.to_string().contains("WANDB_BASE_URL"));
+    assert!(server.record().requests.is_empty());
+}
