@@ -1,11 +1,11 @@
-//! Adds the libtorch rpath (see `torch-rpath`) and compiles the fused-Adam shim against the
-//! libtorch headers that torch-sys linked against.
+//! Adds the libtorch rpath (see `torch-rpath`) and compiles the C++ shim (`csrc/shim.cpp`: fused
+//! Adam, gradients, generator state) against the libtorch headers that torch-sys linked against.
 
 use std::path::PathBuf;
 
 fn main() {
     torch_rpath::emit();
-    println!("cargo:rerun-if-changed=csrc/fused_adam.cpp");
+    println!("cargo:rerun-if-changed=csrc/shim.cpp");
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report its libtorch directory (DEP_TCH_LIBTORCH_LIB)");
     };
@@ -15,7 +15,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     cc::Build::new()
         .cpp(true)
-        .file("csrc/fused_adam.cpp")
+        .file("csrc/shim.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
@@ -23,5 +23,5 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false)
-        .compile("trainer_fused_adam");
+        .compile("trainer_shim");
 }

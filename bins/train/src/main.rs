@@ -2,7 +2,7 @@
 //!
 //! Glue only: parse flags, resolve the configuration (environment > flags > config file >
 //! defaults), start W&B when it is on, call [`trainer::run`] (or, with `--ensemble`,
-//! [`trainer::ensemble::run_ensemble_members`] for several configurations at once), report.
+//! [`trainer::run_members`] for several configurations at once), report.
 //!
 //! Every configuration key is also a flag (`--lr 1e-3`, `--lr=1e-3`, `--d_model=256`,
 //! `--num-entities 20`), so the program works as the command of a W&B sweep agent.
@@ -30,9 +30,10 @@ struct Cli {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint (its config.toml is the base;
-    /// flags such as --epochs still apply).
-    #[arg(long, value_name = "SAVE_DIR")]
-    resume: Option<PathBuf>,
+    /// flags such as --epochs still apply). Several directories of runs that trained together
+    /// (`--ensemble`, a batched sweep) resume together as one batched ensemble.
+    #[arg(long, value_name = "SAVE_DIR", num_args = 1..)]
+    resume: Vec<PathBuf>,
     /// Train these configurations (complete TOML files, each with its own save_dir) together as
     /// one batched ensemble; they may differ only in per-run keys (seed, lr, weight_decay,
     /// warmup_steps, optimizer, logging, save_dir, wandb). Other flags apply to every member.
@@ -167,39 +168,47 @@ fn rewrite_args(args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
-fn resolve(cli: &Cli) -> Result<RunConfig> {
-    let mut cfg = match (&cli.resume, &cli.config) {
-        (Some(dir), _) => RunConfig::from_file(&dir.join("config.toml")).with_context(|| {
-            format!(
-                "--resume {}: reading the run's configuration",
-                dir.display()
-            )
-        })?,
-        (None, Some(path)) => RunConfig::from_file(path)?,
-        (None, None) => RunConfig::default(),
-    };
-    if cli.resume.is_some() {
+/// The configurations to train: one (`--config`, or the defaults), each `--ensemble` file, or
+/// each `--resume` directory's `config.toml`; then the flags, applied to every one.
+fn resolve_members(cli: &Cli) -> Result<Vec<RunConfig>> {
+    if !cli.resume.is_empty() {
         if let Some(path) = &cli.config {
             anyhow::bail!(
                 "--config {} and --resume cannot be combined: a resumed run keeps its own config",
                 path.display()
             );
         }
+        return cli
+            .resume
+            .iter()
+            .map(|dir| {
+                let origin = || format!("--resume {}", dir.display());
+                let mut cfg = RunConfig::from_file(&dir.join("config.toml"))
+                    .with_context(|| format!("{}: reading the run's configuration", origin()))?;
+                apply_flags(cli, &mut cfg).with_context(origin)?;
+                cfg.train.save_dir = dir.clone();
+                Ok(cfg)
+            })
+            .collect();
     }
+    if !cli.ensemble.is_empty() {
+        return cli
+            .ensemble
+            .iter()
+            .map(|path| {
+                let mut cfg = RunConfig::from_file(path)?;
+                apply_flags(cli, &mut cfg)
+                    .with_context(|| format!("--ensemble {}", path.display()))?;
+                Ok(cfg)
+            })
+            .collect();
+    }
+    let mut cfg = match &cli.config {
+        Some(path) => RunConfig::from_file(path)?,
+        None => RunConfig::default(),
+    };
     apply_flags(cli, &mut cfg)?;
-    Ok(cfg)
-}
-
-/// The configurations of `--ensemble`: each file, then the flags.
-fn resolve_members(cli: &Cli) -> Result<Vec<RunConfig>> {
-    cli.ensemble
-        .iter()
-        .map(|path| {
-            let mut cfg = RunConfig::from_file(path)?;
-            apply_flags(cli, &mut cfg).with_context(|| format!("--ensemble {}", path.display()))?;
-            Ok(cfg)
-        })
-        .collect()
+    Ok(vec![cfg])
 }
 
 /// Applies the named flags, `--set`, `--no_wandb` and `--resume`'s directory to `cfg`, then
@@ -238,9 +247,6 @@ fn apply_flags(cli: &Cli, cfg: &mut RunConfig) -> Result<()> {
     if cli.no_wandb {
         cfg.wandb.use_wandb = false;
     }
-    if let Some(dir) = &cli.resume {
-        cfg.train.save_dir = dir.clone();
-    }
     cfg.validate()?;
     Ok(())
 }
@@ -263,109 +269,77 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(interrupt)
 }
 
-/// `--ensemble`: trains every member in one batched process; exit status 0 when every member
-/// finished, 130 when interrupted, 1 when any member failed (each failure is printed).
-fn run_members(cli: &Cli) -> Result<ExitCode> {
-    let cfgs = resolve_members(cli)?;
+/// Trains the resolved configurations: one run, or several (`--ensemble`, several `--resume`
+/// directories) as one batched process. Exit status 0 when every member finished, 130 when
+/// interrupted, 1 when any member failed (each failure is printed).
+fn run(cli: Cli) -> Result<ExitCode> {
+    let cfgs = resolve_members(&cli)?;
     if cli.print_config {
         for cfg in &cfgs {
-            println!("# {}", cfg.train.save_dir.display());
+            if cfgs.len() > 1 {
+                println!("# {}", cfg.train.save_dir.display());
+            }
             print!("{}", cfg.to_toml_string());
         }
         return Ok(ExitCode::SUCCESS);
     }
     let interrupt = interrupt_flag()?;
+    let resume = !cli.resume.is_empty();
     let mut extra_sinks = Vec::with_capacity(cfgs.len());
     for cfg in &cfgs {
         let mut sinks: Vec<Box<dyn trainer::MetricsSink>> = Vec::new();
-        if let Some(sink) = trainer::wandb::start(cfg, false)? {
+        if let Some(sink) = trainer::wandb::start(cfg, resume)? {
             sinks.push(Box::new(sink));
         }
         extra_sinks.push(sinks);
     }
-    let opts = trainer::ensemble::EnsembleOptions {
+    let opts = RunOptions {
+        resume,
         interrupt: Some(interrupt),
         extra_sinks,
         quiet: cli.quiet,
     };
+    let batched = cfgs.len() > 1;
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.train.save_dir.clone()).collect();
-    match trainer::ensemble::run_ensemble_members(cfgs, opts) {
-        Ok(outcomes) => {
-            let mut failed = false;
-            for (dir, outcome) in dirs.iter().zip(outcomes) {
-                match outcome {
-                    Ok(s) => eprintln!(
-                        "done: {} epochs, {} steps in {} ({:.2} ms/epoch training, {:.2} ms/eval, batched)",
-                        s.epochs,
-                        s.global_step,
-                        dir.display(),
-                        1e3 * s.train_seconds / s.epochs_this_run.max(1) as f64,
-                        1e3 * s.eval_seconds / s.epochs_this_run.max(1) as f64,
-                    ),
-                    Err(e) => {
-                        failed = true;
-                        eprintln!("error: {}: {e:#}", dir.display());
-                    }
-                }
-            }
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+    let outcomes = match trainer::run_members(cfgs, opts) {
+        Ok(outcomes) => outcomes,
         Err(TrainError::Interrupted) => {
-            eprintln!("interrupted: resume each member with `train --resume <save_dir>`");
-            Ok(ExitCode::from(130))
+            for dir in &dirs {
+                eprintln!(
+                    "interrupted: resume with `train --resume {}`",
+                    dir.display()
+                );
+            }
+            return Ok(ExitCode::from(130));
         }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn run(cli: Cli) -> Result<ExitCode> {
-    if !cli.ensemble.is_empty() {
-        return run_members(&cli);
-    }
-    let cfg = resolve(&cli)?;
-    if cli.print_config {
-        print!("{}", cfg.to_toml_string());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let interrupt = interrupt_flag()?;
-    let resume = cli.resume.is_some();
-    let mut extra: Vec<Box<dyn trainer::MetricsSink>> = Vec::new();
-    if let Some(sink) = trainer::wandb::start(&cfg, resume)? {
-        extra.push(Box::new(sink));
-    }
-    let epochs = cfg.train.epochs;
-    let opts = RunOptions {
-        resume,
-        interrupt: Some(interrupt),
-        extra_sinks: extra,
-        quiet: cli.quiet,
+        Err(e) => return Err(e.into()),
     };
-    match trainer::run(cfg, opts) {
-        Ok(s) => {
-            let steps_per_s = s.steps_this_run as f64 / s.train_seconds.max(1e-9);
-            eprintln!(
-                "done: {} epochs, {} steps in {} ({:.1} steps/s, {:.2} ms/epoch training, {:.2} ms/eval, {:.1} s geometry)",
+    let mut failed = false;
+    for (dir, outcome) in dirs.iter().zip(outcomes) {
+        match outcome {
+            Ok(s) => eprintln!(
+                "done: {} epochs, {} steps in {} ({:.1} steps/s, {:.2} ms/epoch training, {:.2} ms/eval, {:.1} s geometry{})",
                 s.epochs,
                 s.global_step,
-                s.save_dir.display(),
-                steps_per_s,
+                dir.display(),
+                s.steps_this_run as f64 / s.train_seconds.max(1e-9),
                 1e3 * s.train_seconds / s.epochs_this_run.max(1) as f64,
                 1e3 * s.eval_seconds / s.epochs_this_run.max(1) as f64,
                 s.geometry_seconds,
-            );
-            debug_assert!(s.epochs <= epochs);
-            Ok(ExitCode::SUCCESS)
+                if batched { ", batched" } else { "" },
+            ),
+            Err(e) if !batched => return Err(e.into()),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {}: {e:#}", dir.display());
+            }
         }
-        Err(TrainError::Interrupted) => {
-            eprintln!("interrupted: resume with `train --resume <save_dir>`");
-            Ok(ExitCode::from(130))
-        }
-        Err(e) => Err(e.into()),
     }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn main() -> ExitCode {
@@ -435,13 +409,13 @@ mod tests {
             "--num_entities=20",
             "--no_wandb",
         ])));
-        let cfg = resolve(&cli).unwrap();
+        let cfg = resolve_members(&cli).unwrap().remove(0);
         assert_eq!(cfg.train.lr, 3e-3);
         assert_eq!(cfg.model.d_model, 64);
         assert_eq!(cfg.data.num_entities, 20);
         assert!(!cfg.wandb.use_wandb);
         let cli = Cli::parse_from(rewrite_args(args(&["train", "--batch_size", "lots"])));
-        let err = format!("{:#}", resolve(&cli).unwrap_err());
+        let err = format!("{:#}", resolve_members(&cli).unwrap_err());
         assert!(
             err.contains("--batch_size") && err.contains("batch_size"),
             "{err}"
@@ -505,5 +479,41 @@ mod tests {
                 "{other:?}"
             );
         }
+    }
+
+    #[test]
+    fn several_resume_directories_resume_together_with_their_own_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        for (name, seed) in [("a", 1u64), ("b", 2)] {
+            let run = dir.path().join(name);
+            std::fs::create_dir_all(&run).unwrap();
+            let mut cfg = RunConfig::default();
+            cfg.train.seed = seed;
+            cfg.train.save_dir = PathBuf::from("elsewhere");
+            std::fs::write(run.join("config.toml"), cfg.to_toml_string()).unwrap();
+            dirs.push(run);
+        }
+        let argv = |extra: &[&str]| {
+            let mut v = vec!["train", "--resume"];
+            v.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+            v.extend_from_slice(extra);
+            Cli::parse_from(rewrite_args(args(&v)))
+        };
+        let cfgs = resolve_members(&argv(&["--epochs", "9"])).unwrap();
+        assert_eq!(cfgs.len(), 2);
+        assert_eq!((cfgs[0].train.seed, cfgs[1].train.seed), (1, 2));
+        // Each run keeps its directory, whatever its config says; the flags apply to both.
+        assert_eq!(cfgs[0].train.save_dir, dirs[0]);
+        assert_eq!(cfgs[1].train.save_dir, dirs[1]);
+        assert!(cfgs.iter().all(|c| c.train.epochs == 9));
+        let missing = dir.path().join("missing");
+        let cli = Cli::parse_from(rewrite_args(args(&[
+            "train",
+            "--resume",
+            missing.to_str().unwrap(),
+        ])));
+        let err = format!("{:#}", resolve_members(&cli).unwrap_err());
+        assert!(err.contains("--resume") && err.contains("missing"), "{err}");
     }
 }

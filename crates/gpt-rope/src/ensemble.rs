@@ -17,92 +17,25 @@
 //!   [`Gpt`]: their work grows with `K` anyway, and separate tables let every backward pass write
 //!   each member's gradient in place, where stacked tables would cost a copy of all `K` tables
 //!   (or of the logits) at every step;
-//! - [`GptEnsemble::forward_at_members`] computes the last block and the projection at one
+//! - [`Members::forward_at_members`] computes the last block and the projection at one
 //!   position per row only, as [`Gpt::forward_at`], and returns each member's logits as its own
 //!   tensor.
 //!
 //! Members never mix: member `k`'s logits depend only on member `k`'s parameters and inputs, so
 //! a loss that is a sum of per-member losses gives each member the gradient it would get alone.
-//! [`GptEnsemble::member_params`] gives member `k`'s view of every parameter (value and
-//! gradient) under the names and shapes of a single [`Gpt`]; [`GptEnsemble::member_state`] and
-//! [`GptEnsemble::load_member`] convert a member to and from a [`Gpt`] parameter list, so a member
+//! [`Members::member_params`] gives member `k`'s view of every parameter (value and gradient)
+//! under the names and shapes of a single [`Gpt`]; [`Members::member_state`] and
+//! [`Members::load_member`] convert a member to and from a [`Gpt`] parameter list, so a member
 //! can be saved as a normal checkpoint and loaded into [`Gpt`].
 //!
 //! Dropout, when the configuration has some, draws its masks from libtorch's global generator
 //! for all members at once: each member gets independent masks, but not the masks its separate
 //! run would draw.
 
-use crate::init_normal;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::{Gpt, GptConfig, ModelError, Rope};
-
-/// Member `k`'s view of one trainable tensor of a [`GptEnsemble`]: either row `k` of a stacked
-/// `[K, …]` leaf or a leaf that belongs to the member alone.
-#[derive(Debug)]
-pub struct MemberParam {
-    name: String,
-    leaf: Tensor,
-    row: Option<i64>,
-}
-
-impl MemberParam {
-    /// Row `k` of the stacked leaf `leaf` (`[K, …]`), named `name`.
-    pub fn row(name: impl Into<String>, leaf: &Tensor, k: i64) -> Self {
-        Self {
-            name: name.into(),
-            leaf: leaf.shallow_clone(),
-            row: Some(k),
-        }
-    }
-
-    /// A leaf owned by one member, named `name`.
-    pub fn own(name: impl Into<String>, leaf: &Tensor) -> Self {
-        Self {
-            name: name.into(),
-            leaf: leaf.shallow_clone(),
-            row: None,
-        }
-    }
-
-    /// The parameter's name in a single [`Gpt`] (`blocks.0.ln_1.bias`, …).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether this is a row of a stacked leaf shared by all members (rather than the member's
-    /// own leaf).
-    pub fn is_row(&self) -> bool {
-        self.row.is_some()
-    }
-
-    /// The autograd leaf that holds the value (shared by all members when stacked).
-    pub fn leaf(&self) -> &Tensor {
-        &self.leaf
-    }
-
-    /// The member's value: a detached view of the leaf's storage, with [`Gpt`]'s shape (writes
-    /// to it update the ensemble).
-    pub fn value(&self) -> Tensor {
-        let value = self.leaf.detach();
-        match self.row {
-            Some(k) => value.select(0, k),
-            None => value,
-        }
-    }
-
-    /// The member's gradient from the last backward pass, or `None` when the leaf has none.
-    pub fn grad(&self) -> Option<Tensor> {
-        let grad = self.leaf.grad();
-        if !grad.defined() {
-            return None;
-        }
-        Some(match self.row {
-            Some(k) => grad.select(0, k),
-            None => grad,
-        })
-    }
-}
+use crate::attention::{self, Heads};
+use crate::{Gpt, GptConfig, MemberParam, Members, Mode, ModelError, Rope, init_normal};
 
 /// A batched linear layer: `K` weights `[K, out, in]` and optional biases `[K, out]`.
 #[derive(Debug)]
@@ -183,6 +116,12 @@ impl Block {
             mlp_proj: Linear::new(&mlp / 2, k, 4 * c, c, true),
         }
     }
+
+    /// The MLP half of the block on the residual stream `xs` `[K, n, c]`, with dropout `p`.
+    fn mlp(&self, xs: &Tensor, p: f64) -> Tensor {
+        let h = self.mlp_fc.forward(&self.ln_2.forward(xs)).gelu("none"); // (K, n, 4c)
+        xs + self.mlp_proj.forward(&h).dropout(p, p > 0.0)
+    }
 }
 
 /// K models of one [`GptConfig`] with their own weights, run as one batched computation.
@@ -200,6 +139,7 @@ pub struct GptEnsemble {
     /// One `[V, C]` output head per member (the embedding tables themselves when tied).
     head: Vec<Tensor>,
     rope: Rope,
+    heads: Heads,
     /// The stacked `[K, …]` parameters by their [`Gpt`] name, sorted by name.
     stacked: Vec<(String, Tensor)>,
 }
@@ -262,6 +202,10 @@ impl GptEnsemble {
             ln_f,
             head,
             rope,
+            heads: Heads {
+                n_head: cfg.n_head,
+                head_dim: cfg.head_dim(),
+            },
             stacked,
         })
     }
@@ -278,120 +222,10 @@ impl GptEnsemble {
         for (k, &seed) in seeds.iter().enumerate() {
             tch::manual_seed(seed as i64);
             let member_vs = nn::VarStore::new(vs.device());
-            let _member = Gpt::new(&member_vs.root(), cfg)?;
-            ensemble.load_member(
-                k as i64,
-                &member_vs.variables().into_iter().collect::<Vec<_>>(),
-            )?;
+            let member = Gpt::new(&member_vs.root(), cfg)?;
+            ensemble.load_member(k as i64, &member.named_parameters())?;
         }
         Ok(ensemble)
-    }
-
-    /// The configuration shared by all members.
-    pub fn config(&self) -> &GptConfig {
-        &self.cfg
-    }
-
-    /// Number of members `K`.
-    pub fn members(&self) -> i64 {
-        self.members
-    }
-
-    /// The device of the parameters.
-    pub fn device(&self) -> Device {
-        self.ln_f.ws.device()
-    }
-
-    /// Every trainable leaf, each once: the stacked `[K, …]` parameters under their [`Gpt`]
-    /// names, then each member's tables as `tok_emb.weight.<k>` (and `head.weight.<k>` when
-    /// untied). Shallow clones sharing storage.
-    pub fn parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self
-            .stacked
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect();
-        for (m, t) in self.tok_emb.iter().enumerate() {
-            out.push((format!("tok_emb.weight.{m}"), t.shallow_clone()));
-        }
-        if !self.cfg.tie_weights {
-            for (m, t) in self.head.iter().enumerate() {
-                out.push((format!("head.weight.{m}"), t.shallow_clone()));
-            }
-        }
-        out
-    }
-
-    /// Member `k`'s view of every parameter, under the names and shapes of a single [`Gpt`],
-    /// sorted by name.
-    ///
-    /// # Errors
-    /// [`ModelError::Shape`] when `k` is not a member index.
-    pub fn member_params(&self, k: i64) -> Result<Vec<MemberParam>, ModelError> {
-        self.check_member(k)?;
-        let m = k as usize;
-        let mut out: Vec<MemberParam> = self
-            .stacked
-            .iter()
-            .map(|(n, t)| MemberParam::row(n.as_str(), t, k))
-            .collect();
-        out.push(MemberParam::own("tok_emb.weight", &self.tok_emb[m]));
-        if !self.cfg.tie_weights {
-            out.push(MemberParam::own("head.weight", &self.head[m]));
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    /// Member `k`'s parameters under the names and shapes of a single [`Gpt`], sorted by name:
-    /// detached views sharing the ensemble's storage (copy them to keep a snapshot).
-    ///
-    /// # Errors
-    /// [`ModelError::Shape`] when `k` is not a member index.
-    pub fn member_state(&self, k: i64) -> Result<Vec<(String, Tensor)>, ModelError> {
-        Ok(self
-            .member_params(k)?
-            .into_iter()
-            .map(|p| (p.name.clone(), p.value()))
-            .collect())
-    }
-
-    /// Copies a single model's parameters (as [`Gpt`]'s var store names them) into member `k`.
-    /// Every parameter must be given exactly once with its [`Gpt`] shape.
-    ///
-    /// # Errors
-    /// [`ModelError::Shape`] for an unknown, missing or mis-shaped parameter or a bad `k`.
-    pub fn load_member(&self, k: i64, params: &[(String, Tensor)]) -> Result<(), ModelError> {
-        let own = self.member_params(k)?;
-        if params.len() != own.len() {
-            return Err(ModelError::Shape {
-                what: "member parameters",
-                expected: format!("{} tensors", own.len()),
-                found: format!("{} tensors", params.len()),
-            });
-        }
-        tch::no_grad(|| {
-            for (name, src) in params {
-                let mut dst = own
-                    .iter()
-                    .find(|p| p.name == *name)
-                    .map(MemberParam::value)
-                    .ok_or_else(|| ModelError::Shape {
-                        what: "member parameters",
-                        expected: "the parameter names of Gpt".into(),
-                        found: format!("unknown `{name}`"),
-                    })?;
-                if dst.size() != src.size() {
-                    return Err(ModelError::Shape {
-                        what: "member parameter",
-                        expected: format!("`{name}` {:?}", dst.size()),
-                        found: format!("{:?}", src.size()),
-                    });
-                }
-                dst.f_copy_(src)?;
-            }
-            Ok(())
-        })
     }
 
     fn check_member(&self, k: i64) -> Result<(), ModelError> {
@@ -438,13 +272,12 @@ impl GptEnsemble {
         &self,
         ids: &Tensor,
         key_pad: Option<&Tensor>,
-        train: bool,
+        mode: Mode,
         blocks: usize,
     ) -> Result<(i64, i64, Tensor, Tensor), ModelError> {
         let (b, t, allowed) = self.attention_mask(ids, key_pad)?;
         let (k, c) = (self.members, self.cfg.d_model);
-        let (n_head, head_dim) = (self.cfg.n_head, self.cfg.head_dim());
-        let p_drop = if train { self.cfg.dropout } else { 0.0 };
+        let p = mode.dropout(self.cfg.dropout);
         let embedded = self
             .tok_emb
             .iter()
@@ -453,29 +286,15 @@ impl GptEnsemble {
                 Tensor::f_embedding(table, &member_ids.reshape([b * t]), -1, false, false)
             })
             .collect::<Result<Vec<_>, _>>()?; // K × (b·t, c)
-        let mut xs = Tensor::stack(&embedded, 0).dropout(p_drop, train); // (K, b·t, c)
+        let mut xs = Tensor::stack(&embedded, 0).dropout(p, p > 0.0); // (K, b·t, c)
         for block in &self.blocks[..blocks] {
             let qkv = block.qkv.forward(&block.ln_1.forward(&xs)); // (K, b·t, 3c)
-            let qkv = qkv
-                .view([k * b, t, 3, n_head, head_dim])
-                .permute([2, 0, 3, 1, 4]); // (3, K·b, nh, t, hd)
-            let q = self.rope.apply(&qkv.get(0)); // (K·b, nh, t, hd)
-            let key = self.rope.apply(&qkv.get(1)); // (K·b, nh, t, hd)
-            let v = qkv.get(2); // (K·b, nh, t, hd)
-            let ys = Tensor::scaled_dot_product_attention(
-                &q,
-                &key,
-                &v,
-                Some(&allowed),
-                p_drop,
-                false,
-                None,
-                false,
-            ); // (K·b, nh, t, hd)
-            let ys = ys.transpose(1, 2).contiguous().view([k, b * t, c]); // (K, b·t, c)
-            xs = &xs + block.out.forward(&ys).dropout(p_drop, train);
-            let h = block.mlp_fc.forward(&block.ln_2.forward(&xs)).gelu("none"); // (K, b·t, 4c)
-            xs = &xs + block.mlp_proj.forward(&h).dropout(p_drop, train);
+            let ys =
+                self.heads
+                    .attend(&qkv.view([k * b, t, 3 * c]), &self.rope, &allowed, p, None)?; // (K·b, t, c)
+            let ys = ys.view([k, b * t, c]); // (K, b·t, c)
+            xs = &xs + block.out.forward(&ys).dropout(p, p > 0.0);
+            xs = block.mlp(&xs, p);
         }
         Ok((b, t, xs, allowed))
     }
@@ -491,59 +310,33 @@ impl GptEnsemble {
         allowed: &Tensor,
         positions: &Tensor,
         (b, t): (i64, i64),
-        train: bool,
+        mode: Mode,
     ) -> Result<Tensor, ModelError> {
         let (k, c) = (self.members, self.cfg.d_model);
-        let (n_head, head_dim) = (self.cfg.n_head, self.cfg.head_dim());
-        let p_drop = if train { self.cfg.dropout } else { 0.0 };
-        // Each of the K·b rows reads its own position, as in `Block::forward_at`; a position
+        let p = mode.dropout(self.cfg.dropout);
+        // Each of the K·b rows reads its own position, as in `Gpt::forward_at`; a position
         // outside its row is an error here.
         let flat_positions = positions.reshape([k * b]); // (K·b)
-        let index = flat_positions
-            .view([k * b, 1, 1])
-            .expand([k * b, 1, c], false); // (K·b, 1, c)
         let at = |ys: &Tensor| -> Result<Tensor, ModelError> {
-            Ok(ys
-                .reshape([k * b, t, c])
-                .f_gather(1, &index, false)?
-                .view([k, b, c])) // (K, b, c)
+            Ok(
+                attention::gather_rows(&ys.reshape([k * b, t, c]), &flat_positions)?
+                    .view([k, b, c]),
+            ) // (K, b, c)
         };
         let normed = block.ln_1.forward(xs); // (K, b·t, c)
-        let kv = block
-            .qkv
-            .forward_part(&normed, c, 2 * c)
-            .view([k * b, t, 2, n_head, head_dim])
-            .permute([2, 0, 3, 1, 4]); // (2, K·b, nh, t, hd)
-        let key = self.rope.apply(&kv.get(0)); // (K·b, nh, t, hd)
-        let v = kv.get(1); // (K·b, nh, t, hd)
-        let x_q = at(&normed)?; // (K, b, c)
-        let q = block
-            .qkv
-            .forward_part(&x_q, 0, c)
-            .view([k * b, 1, n_head, head_dim])
-            .transpose(1, 2); // (K·b, nh, 1, hd)
-        let q = self.rope.apply_at(&q, &flat_positions);
-        let mask = allowed.gather(
-            2,
-            &flat_positions
-                .view([k * b, 1, 1, 1])
-                .expand([k * b, 1, 1, t], false),
-            false,
-        ); // (K·b, 1, 1, t)
-        let ys = Tensor::scaled_dot_product_attention(
+        let kv = block.qkv.forward_part(&normed, c, 2 * c); // (K, b·t, 2c)
+        let q = block.qkv.forward_part(&at(&normed)?, 0, c); // (K, b, c)
+        let ys = self.heads.attend_at(
             &q,
-            &key,
-            &v,
-            Some(&mask),
-            p_drop,
-            false,
-            None,
-            false,
-        ); // (K·b, nh, 1, hd)
-        let ys = ys.reshape([k, b, c]); // (K, b, c)
-        let xs = at(xs)? + block.out.forward(&ys).dropout(p_drop, train); // (K, b, c)
-        let h = block.mlp_fc.forward(&block.ln_2.forward(&xs)).gelu("none"); // (K, b, 4c)
-        Ok(&xs + block.mlp_proj.forward(&h).dropout(p_drop, train))
+            &kv.view([k * b, t, 2 * c]),
+            &flat_positions,
+            &self.rope,
+            allowed,
+            p,
+        )?; // (K·b, c)
+        let ys = ys.view([k, b, c]); // (K, b, c)
+        let xs = at(xs)? + block.out.forward(&ys).dropout(p, p > 0.0); // (K, b, c)
+        Ok(block.mlp(&xs, p))
     }
 
     /// `ln_f` for all members, then each member's head: `[K, n, c]` → K × `[n, v]`.
@@ -562,7 +355,7 @@ impl GptEnsemble {
     /// # Arguments
     /// - `ids`: `[K, b, t]` int64 token ids, right-padded (member `k` reads `ids[k]`);
     /// - `key_pad`: optional `[K, b, t]` bool, `true` at PAD positions;
-    /// - `train`: enables dropout.
+    /// - `mode`: [`Mode::Train`] enables dropout.
     ///
     /// # Returns
     /// Logits `[K, b, t, v]`; `[k]` equals member `k` as a [`Gpt`] on `ids[k]`.
@@ -573,30 +366,49 @@ impl GptEnsemble {
         &self,
         ids: &Tensor,
         key_pad: Option<&Tensor>,
-        train: bool,
+        mode: Mode,
     ) -> Result<Tensor, ModelError> {
-        let (b, t, xs, _) = self.trunk(ids, key_pad, train, self.blocks.len())?;
+        let (b, t, xs, _) = self.trunk(ids, key_pad, mode, self.blocks.len())?;
         Ok(Tensor::stack(&self.project(&xs), 0).reshape([self.members, b, t, self.cfg.vocab_size]))
     }
 
-    /// Logits at one position per row of every member (the last-token path of
-    /// [`Gpt::forward_at`]), one tensor per member.
-    ///
-    /// # Arguments
-    /// - `ids`, `key_pad`, `train`: as in [`GptEnsemble::forward`];
-    /// - `positions`: `[K, b]` int64, the position to read in each row.
-    ///
-    /// # Returns
-    /// K logits `[b, v]`; the `k`-th equals `forward(ids)[k, i, positions[k, i]]` row by row.
+    /// [`Members::forward_at_members`] stacked into one `[K, b, v]` tensor.
     ///
     /// # Errors
-    /// Wrong shapes or kinds, `t > max_len`, ids outside the vocabulary.
-    pub fn forward_at_members(
+    /// As [`Members::forward_at_members`].
+    pub fn forward_at(
         &self,
         ids: &Tensor,
         key_pad: Option<&Tensor>,
         positions: &Tensor,
-        train: bool,
+        mode: Mode,
+    ) -> Result<Tensor, ModelError> {
+        Ok(Tensor::stack(
+            &self.forward_at_members(ids, key_pad, positions, mode)?,
+            0,
+        ))
+    }
+}
+
+impl Members for GptEnsemble {
+    fn members(&self) -> i64 {
+        self.members
+    }
+
+    fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+
+    fn device(&self) -> Device {
+        self.ln_f.ws.device()
+    }
+
+    fn forward_at_members(
+        &self,
+        ids: &Tensor,
+        key_pad: Option<&Tensor>,
+        positions: &Tensor,
+        mode: Mode,
     ) -> Result<Vec<Tensor>, ModelError> {
         let size = ids.size();
         let (k, b) = (self.members, size.get(1).copied().unwrap_or(0));
@@ -611,26 +423,25 @@ impl GptEnsemble {
             key: "n_layer",
             reason: "the model has no blocks".into(),
         })?;
-        let (b, t, xs, allowed) = self.trunk(ids, key_pad, train, earlier.len())?;
-        let last = self.last_block_at(last_block, &xs, &allowed, positions, (b, t), train)?; // (K, b, c)
+        let (b, t, xs, allowed) = self.trunk(ids, key_pad, mode, earlier.len())?;
+        let last = self.last_block_at(last_block, &xs, &allowed, positions, (b, t), mode)?; // (K, b, c)
         Ok(self.project(&last))
     }
 
-    /// [`GptEnsemble::forward_at_members`] stacked into one `[K, b, v]` tensor.
-    ///
-    /// # Errors
-    /// As [`GptEnsemble::forward_at_members`].
-    pub fn forward_at(
-        &self,
-        ids: &Tensor,
-        key_pad: Option<&Tensor>,
-        positions: &Tensor,
-        train: bool,
-    ) -> Result<Tensor, ModelError> {
-        Ok(Tensor::stack(
-            &self.forward_at_members(ids, key_pad, positions, train)?,
-            0,
-        ))
+    fn member_params(&self, k: i64) -> Result<Vec<MemberParam>, ModelError> {
+        self.check_member(k)?;
+        let m = k as usize;
+        let mut out: Vec<MemberParam> = self
+            .stacked
+            .iter()
+            .map(|(n, t)| MemberParam::row(n.as_str(), t, k))
+            .collect();
+        out.push(MemberParam::own("tok_emb.weight", &self.tok_emb[m]));
+        if !self.cfg.tie_weights {
+            out.push(MemberParam::own("head.weight", &self.head[m]));
+        }
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(out)
     }
 }
 
@@ -676,25 +487,27 @@ mod tests {
                 assert_eq!(p.value().size(), gpt_vars[p.name()].size(), "{}", p.name());
             }
         }
-        let (mut stacked, mut own) = (0, 0);
-        for (name, t) in ens.parameters() {
-            match gpt_vars.get(&name) {
-                Some(single) => {
+        // Stacked leaves carry a leading member dimension; the vocabulary tables are each
+        // member's own (untied: one embedding and one head per member).
+        let (mut total, mut own) = (0i64, 0);
+        for k in 0..3 {
+            for p in ens.member_params(k).unwrap() {
+                let single = gpt_vars[p.name()].size();
+                if p.is_row() {
                     let mut want = vec![3];
-                    want.extend(single.size());
-                    assert_eq!(t.size(), want, "{name}");
-                    stacked += 1;
-                }
-                None => {
-                    let table = name.rsplit_once('.').map(|(table, _)| table).unwrap();
-                    assert_eq!(t.size(), gpt_vars[table].size(), "{name}");
+                    want.extend(&single);
+                    assert_eq!(p.leaf().size(), want, "{}", p.name());
+                    if k == 0 {
+                        total += p.leaf().numel() as i64;
+                    }
+                } else {
+                    assert_eq!(p.leaf().size(), single, "{}", p.name());
+                    total += p.leaf().numel() as i64;
                     own += 1;
                 }
             }
         }
-        // Untied: one embedding and one head per member.
-        assert_eq!((stacked, own), (gpt_vars.len() - 2, 6));
-        let total: i64 = ens.parameters().iter().map(|(_, t)| t.numel() as i64).sum();
+        assert_eq!(own, 6);
         assert_eq!(total, 3 * tiny().num_params());
     }
 
@@ -704,17 +517,17 @@ mod tests {
         let ens = GptEnsemble::new(&vs.root(), &tiny(), 2).unwrap();
         let wrong_k = Tensor::zeros([3, 1, 2], (Kind::Int64, Device::Cpu));
         assert!(matches!(
-            ens.forward(&wrong_k, None, false),
+            ens.forward(&wrong_k, None, Mode::Eval),
             Err(ModelError::Shape { .. })
         ));
         let too_long = Tensor::zeros([2, 1, 6], (Kind::Int64, Device::Cpu));
         assert!(matches!(
-            ens.forward(&too_long, None, false),
+            ens.forward(&too_long, None, Mode::Eval),
             Err(ModelError::TooLong { len: 6, .. })
         ));
         // Id 13 is one past member 0's vocabulary: an error, not member 1's first row.
         let out_of_vocab = Tensor::from_slice(&[1i64, 13, 1, 2]).view([2, 1, 2]);
-        assert!(ens.forward(&out_of_vocab, None, false).is_err());
+        assert!(ens.forward(&out_of_vocab, None, Mode::Eval).is_err());
         assert!(ens.member_state(2).is_err());
         assert!(ens.member_params(-1).is_err());
         assert!(GptEnsemble::new(&vs.root(), &tiny(), 0).is_err());

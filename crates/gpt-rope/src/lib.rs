@@ -21,18 +21,27 @@
 //! - [`Gpt`]: the model; [`Gpt::forward`] (all positions), [`Gpt::forward_at`] (one position per
 //!   row: the cheap path for last-token training and evaluation) and [`Gpt::forward_traced`]
 //!   (logits plus per-layer attention weights and residual stream, for analysis).
+//! - [`Mode`]: training (dropout on) or evaluation.
+//! - [`ensemble::GptEnsemble`]: K models of one shape as one batched computation.
+//! - [`Members`]: what a trainer needs of a model of K ≥ 1 members (both models implement it).
 //! - [`rope`]: the rotary embedding tables and a slow reference twin used in tests.
+//! - `attention`: the head arithmetic (split, rotate, attend, merge) both models share.
 //!
 //! # Glossary
 //! `b` batch rows, `t` sequence length, `c` model width (`d_model`), `v` vocabulary size,
 //! `n_head` heads, `head_dim` = `c / n_head`, `xs` activations, `key_pad` the `[b, t]` boolean
 //! mask that is `true` at PAD positions.
 
+mod attention;
 pub mod ensemble;
+pub mod members;
 pub mod rope;
 
+use tch::nn::Module;
 use tch::{Kind, Tensor, nn};
 
+use attention::Heads;
+pub use members::{MemberParam, Members};
 pub use rope::Rope;
 pub use run_config::GptConfig;
 
@@ -87,22 +96,22 @@ pub enum ModelError {
     Torch(#[from] tch::TchError),
 }
 
-/// A linear layer `y = x Wᵀ + b` whose variables are named `weight` and `bias` like PyTorch's.
-#[derive(Debug)]
-struct Linear {
-    ws: Tensor,
-    bs: Option<Tensor>,
+/// How a forward pass runs: with dropout (training) or without (evaluation, analysis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Dropout on, as configured.
+    Train,
+    /// Dropout off.
+    Eval,
 }
 
-impl Linear {
-    fn new(vs: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> Self {
-        let ws = vs.var("weight", &[out_dim, in_dim], init_normal());
-        let bs = bias.then(|| vs.var("bias", &[out_dim], nn::Init::Const(0.0)));
-        Self { ws, bs }
-    }
-
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.ws, self.bs.as_ref())
+impl Mode {
+    /// The dropout probability to apply for a configured `p`.
+    pub fn dropout(self, p: f64) -> f64 {
+        match self {
+            Mode::Train => p,
+            Mode::Eval => 0.0,
+        }
     }
 }
 
@@ -114,33 +123,46 @@ pub(crate) fn init_normal() -> nn::Init {
     }
 }
 
-#[derive(Debug)]
-struct LayerNorm {
-    ws: Tensor,
-    bs: Tensor,
-    dim: i64,
+/// A linear layer named like PyTorch's (`weight`, `bias`), initialised as the original:
+/// weight N(0, 0.02), bias 0.
+fn linear(vs: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> nn::Linear {
+    let cfg = nn::LinearConfig {
+        ws_init: init_normal(),
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias,
+    };
+    nn::linear(vs, in_dim, out_dim, cfg)
 }
 
-impl LayerNorm {
-    fn new(vs: nn::Path, dim: i64) -> Self {
-        let ws = vs.var("weight", &[dim], nn::Init::Const(1.0));
-        let bs = vs.var("bias", &[dim], nn::Init::Const(0.0));
-        Self { ws, bs, dim }
-    }
+/// A LayerNorm with PyTorch's defaults (eps 1e-5, weight 1, bias 0).
+fn layer_norm(vs: nn::Path, dim: i64) -> nn::LayerNorm {
+    nn::layer_norm(vs, vec![dim], nn::LayerNormConfig::default())
+}
 
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        // eps 1e-5 as torch.nn.LayerNorm.
-        xs.layer_norm([self.dim], Some(&self.ws), Some(&self.bs), 1e-5, true)
+/// Appends `(name.weight, name.bias)` of a linear layer.
+fn push_linear(out: &mut Vec<(String, Tensor)>, name: &str, l: &nn::Linear) {
+    out.push((format!("{name}.weight"), l.ws.shallow_clone()));
+    if let Some(bs) = &l.bs {
+        out.push((format!("{name}.bias"), bs.shallow_clone()));
     }
 }
 
-/// Causal self-attention with rotary embeddings.
+/// Appends `(name.weight, name.bias)` of a LayerNorm.
+fn push_norm(out: &mut Vec<(String, Tensor)>, name: &str, ln: &nn::LayerNorm) {
+    for (part, t) in [("weight", &ln.ws), ("bias", &ln.bs)] {
+        if let Some(t) = t {
+            out.push((format!("{name}.{part}"), t.shallow_clone()));
+        }
+    }
+}
+
+/// Causal self-attention with rotary embeddings: `qkv` then the shared head arithmetic, then
+/// `out`.
 #[derive(Debug)]
 struct Attention {
-    qkv: Linear,
-    out: Linear,
-    n_head: i64,
-    head_dim: i64,
+    qkv: nn::Linear,
+    out: nn::Linear,
+    heads: Heads,
     dropout: f64,
 }
 
@@ -148,124 +170,64 @@ impl Attention {
     fn new(vs: nn::Path, cfg: &GptConfig) -> Self {
         let c = cfg.d_model;
         Self {
-            qkv: Linear::new(&vs / "qkv", c, 3 * c, true),
-            out: Linear::new(&vs / "out", c, c, true),
-            n_head: cfg.n_head,
-            head_dim: cfg.head_dim(),
+            qkv: linear(&vs / "qkv", c, 3 * c, true),
+            out: linear(&vs / "out", c, c, true),
+            heads: Heads {
+                n_head: cfg.n_head,
+                head_dim: cfg.head_dim(),
+            },
             dropout: cfg.dropout,
         }
     }
 
-    /// `xs` `[b, t, c]`, `allowed` `[b, 1, t, t]` (true where a query may attend to a key).
-    /// Returns the output `[b, t, c]` and, when `want_weights`, the attention weights
-    /// `[b, n_head, t, t]`.
+    /// `xs` `[b, t, c]` → `[b, t, c]`; `allowed` `[b, 1, t, t]`. With `weights`, the attention
+    /// weights `[b, n_head, t, t]` are pushed onto it.
     fn forward(
         &self,
         xs: &Tensor,
         rope: &Rope,
         allowed: &Tensor,
-        train: bool,
-        want_weights: bool,
-    ) -> (Tensor, Option<Tensor>) {
-        let (b, t, c) = xs.size3().unwrap_or_default();
+        mode: Mode,
+        weights: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor, ModelError> {
+        let p = mode.dropout(self.dropout);
         let qkv = self.qkv.forward(xs); // (b, t, 3c)
-        let qkv = qkv
-            .view([b, t, 3, self.n_head, self.head_dim])
-            .permute([2, 0, 3, 1, 4]); // (3, b, nh, t, hd)
-        let q = rope.apply(&qkv.get(0)); // (b, nh, t, hd)
-        let k = rope.apply(&qkv.get(1)); // (b, nh, t, hd)
-        let v = qkv.get(2); // (b, nh, t, hd)
-        let p_drop = if train { self.dropout } else { 0.0 };
-        let (ys, weights) = if want_weights {
-            // The explicit path: the same arithmetic as the fused kernel, with the weights kept.
-            let scale = 1.0 / (self.head_dim as f64).sqrt();
-            let scores = q.matmul(&k.transpose(-2, -1)) * scale; // (b, nh, t, t)
-            let scores = scores.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
-            let weights = scores.softmax(-1, Kind::Float).to_kind(q.kind()); // (b, nh, t, t)
-            let dropped = weights.dropout(p_drop, train);
-            (dropped.matmul(&v), Some(weights))
-        } else {
-            let ys = Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(allowed),
-                p_drop,
-                false,
-                None,
-                false,
-            );
-            (ys, None)
-        };
-        let ys = ys.transpose(1, 2).contiguous().view([b, t, c]); // (b, t, c)
-        let ys = self.out.forward(&ys).dropout(p_drop, train);
-        (ys, weights)
+        let ys = self.heads.attend(&qkv, rope, allowed, p, weights)?; // (b, t, c)
+        Ok(self.out.forward(&ys).dropout(p, p > 0.0))
     }
 
-    /// The output at one query position per row: keys and values come from every position of
-    /// `xs` `[b, t, c]`, the query only from `positions` (`[b]` int64), with the mask row of
-    /// that query from `allowed` `[b, 1, t, t]`. Returns `[b, c]`, equal to row
-    /// `positions[i]` of [`Attention::forward`].
+    /// The output at one query position per row (`positions` `[b]`): keys and values from
+    /// every position of `xs` `[b, t, c]`, the query only at `positions`. Returns `[b, c]`,
+    /// equal to row `positions[i]` of [`Attention::forward`].
     fn forward_at(
         &self,
         xs: &Tensor,
         positions: &Tensor,
         rope: &Rope,
         allowed: &Tensor,
-        train: bool,
+        mode: Mode,
     ) -> Result<Tensor, ModelError> {
-        let (b, t, c) = xs.size3()?;
-        let (nh, hd) = (self.n_head, self.head_dim);
+        let c = xs.size3()?.2;
+        let p = mode.dropout(self.dropout);
         let (w, bias) = (&self.qkv.ws, self.qkv.bs.as_ref());
         let part =
             |from: i64, len: i64| (w.narrow(0, from, len), bias.map(|b| b.narrow(0, from, len)));
         let (w_kv, b_kv) = part(c, 2 * c);
-        let kv = xs
-            .linear(&w_kv, b_kv.as_ref())
-            .view([b, t, 2, nh, hd])
-            .permute([2, 0, 3, 1, 4]); // (2, b, nh, t, hd)
-        let k = rope.apply(&kv.get(0)); // (b, nh, t, hd)
-        let v = kv.get(1); // (b, nh, t, hd)
+        let kv = xs.linear(&w_kv, b_kv.as_ref()); // (b, t, 2c)
         let (w_q, b_q) = part(0, c);
-        // A position outside the row is an error here, before anything reads it.
-        let x_q = xs.f_gather(
-            1,
-            &positions.view([b, 1, 1]).expand([b, 1, c], false),
-            false,
-        )?; // (b, 1, c)
-        let q = x_q
-            .linear(&w_q, b_q.as_ref())
-            .view([b, 1, nh, hd])
-            .transpose(1, 2); // (b, nh, 1, hd)
-        let q = rope.apply_at(&q, positions);
-        let mask = allowed.gather(
-            2,
-            &positions.view([b, 1, 1, 1]).expand([b, 1, 1, t], false),
-            false,
-        ); // (b, 1, 1, t)
-        let p_drop = if train { self.dropout } else { 0.0 };
-        let ys = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(&mask),
-            p_drop,
-            false,
-            None,
-            false,
-        ); // (b, nh, 1, hd)
-        let ys = ys.reshape([b, c]); // (b, c): nh·hd in head order
-        Ok(self.out.forward(&ys).dropout(p_drop, train))
+        let q = attention::gather_rows(xs, positions)?.linear(&w_q, b_q.as_ref()); // (b, c)
+        let ys = self.heads.attend_at(&q, &kv, positions, rope, allowed, p)?; // (b, c)
+        Ok(self.out.forward(&ys).dropout(p, p > 0.0))
     }
 }
 
 #[derive(Debug)]
 struct Block {
-    ln_1: LayerNorm,
+    ln_1: nn::LayerNorm,
     attn: Attention,
-    ln_2: LayerNorm,
-    mlp_fc: Linear,
-    mlp_proj: Linear,
+    ln_2: nn::LayerNorm,
+    mlp_fc: nn::Linear,
+    mlp_proj: nn::Linear,
     dropout: f64,
 }
 
@@ -274,13 +236,29 @@ impl Block {
         let c = cfg.d_model;
         let mlp = &vs / "mlp";
         Self {
-            ln_1: LayerNorm::new(&vs / "ln_1", c),
+            ln_1: layer_norm(&vs / "ln_1", c),
             attn: Attention::new(&vs / "attn", cfg),
-            ln_2: LayerNorm::new(&vs / "ln_2", c),
-            mlp_fc: Linear::new(&mlp / 0, c, 4 * c, true),
-            mlp_proj: Linear::new(&mlp / 2, 4 * c, c, true),
+            ln_2: layer_norm(&vs / "ln_2", c),
+            mlp_fc: linear(&mlp / 0, c, 4 * c, true),
+            mlp_proj: linear(&mlp / 2, 4 * c, c, true),
             dropout: cfg.dropout,
         }
+    }
+
+    fn named(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        push_norm(out, &format!("{prefix}.ln_1"), &self.ln_1);
+        push_linear(out, &format!("{prefix}.attn.qkv"), &self.attn.qkv);
+        push_linear(out, &format!("{prefix}.attn.out"), &self.attn.out);
+        push_norm(out, &format!("{prefix}.ln_2"), &self.ln_2);
+        push_linear(out, &format!("{prefix}.mlp.0"), &self.mlp_fc);
+        push_linear(out, &format!("{prefix}.mlp.2"), &self.mlp_proj);
+    }
+
+    /// The MLP half of the block on the residual stream `xs` (any leading shape).
+    fn mlp(&self, xs: &Tensor, mode: Mode) -> Tensor {
+        let p = mode.dropout(self.dropout);
+        let h = self.mlp_fc.forward(&self.ln_2.forward(xs)).gelu("none"); // (…, 4c)
+        xs + self.mlp_proj.forward(&h).dropout(p, p > 0.0)
     }
 
     fn forward(
@@ -288,17 +266,13 @@ impl Block {
         xs: &Tensor,
         rope: &Rope,
         allowed: &Tensor,
-        train: bool,
-        want_weights: bool,
-    ) -> (Tensor, Option<Tensor>) {
-        let (a, weights) =
-            self.attn
-                .forward(&self.ln_1.forward(xs), rope, allowed, train, want_weights);
-        let xs = xs + a;
-        let h = self.mlp_fc.forward(&self.ln_2.forward(&xs)).gelu("none"); // (b, t, 4c)
-        let p_drop = if train { self.dropout } else { 0.0 };
-        let xs = &xs + self.mlp_proj.forward(&h).dropout(p_drop, train);
-        (xs, weights)
+        mode: Mode,
+        weights: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor, ModelError> {
+        let a = self
+            .attn
+            .forward(&self.ln_1.forward(xs), rope, allowed, mode, weights)?;
+        Ok(self.mlp(&(xs + a), mode))
     }
 
     /// The block's output at one position per row (`positions` `[b]`): `xs` `[b, t, c]` →
@@ -311,17 +285,13 @@ impl Block {
         positions: &Tensor,
         rope: &Rope,
         allowed: &Tensor,
-        train: bool,
+        mode: Mode,
     ) -> Result<Tensor, ModelError> {
-        let (b, _, c) = xs.size3()?;
         let a = self
             .attn
-            .forward_at(&self.ln_1.forward(xs), positions, rope, allowed, train)?; // (b, c)
-        let index = positions.view([b, 1, 1]).expand([b, 1, c], false); // (b, 1, c)
-        let xs = xs.gather(1, &index, false).view([b, c]) + a; // (b, c)
-        let h = self.mlp_fc.forward(&self.ln_2.forward(&xs)).gelu("none"); // (b, 4c)
-        let p_drop = if train { self.dropout } else { 0.0 };
-        Ok(&xs + self.mlp_proj.forward(&h).dropout(p_drop, train))
+            .forward_at(&self.ln_1.forward(xs), positions, rope, allowed, mode)?; // (b, c)
+        let xs = attention::gather_rows(xs, positions)? + a; // (b, c)
+        Ok(self.mlp(&xs, mode))
     }
 }
 
@@ -367,15 +337,6 @@ pub(crate) fn allowed_pairs(
     Ok(allowed)
 }
 
-/// What [`Gpt`]'s blocks return: the residual stream, the attention mask they used and, when
-/// traced, each layer's attention weights and residual stream.
-struct Trunk {
-    xs: Tensor,
-    allowed: Tensor,
-    attention: Vec<Tensor>,
-    residual: Vec<Tensor>,
-}
-
 /// What [`Gpt::forward_traced`] returns besides the logits.
 #[derive(Debug)]
 pub struct Trace {
@@ -396,7 +357,7 @@ pub struct Gpt {
     cfg: GptConfig,
     tok_emb: Tensor,
     blocks: Vec<Block>,
-    ln_f: LayerNorm,
+    ln_f: nn::LayerNorm,
     head: Tensor,
     rope: Rope,
 }
@@ -412,7 +373,7 @@ impl Gpt {
         let blocks = (0..cfg.n_layer)
             .map(|i| Block::new(vs / "blocks" / i, cfg))
             .collect();
-        let ln_f = LayerNorm::new(vs / "ln_f", cfg.d_model);
+        let ln_f = layer_norm(vs / "ln_f", cfg.d_model);
         let head = if cfg.tie_weights {
             tok_emb.shallow_clone()
         } else {
@@ -444,8 +405,23 @@ impl Gpt {
         &self.head
     }
 
-    /// Checks `ids` `[b, t]` (int64, every id in the vocabulary, `t ≤ max_len`) and `key_pad`
-    /// (`[b, t]` bool), and returns the `[b, 1, t, t]` mask of allowed (query, key) pairs.
+    /// Every trainable tensor under its state-dict name (relative to the path the model was
+    /// built on), sorted by name; shallow clones sharing storage.
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("tok_emb.weight".to_string(), self.tok_emb.shallow_clone())];
+        for (i, block) in self.blocks.iter().enumerate() {
+            block.named(&format!("blocks.{i}"), &mut out);
+        }
+        push_norm(&mut out, "ln_f", &self.ln_f);
+        if !self.cfg.tie_weights {
+            out.push(("head.weight".to_string(), self.head.shallow_clone()));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Checks `ids` `[b, t]` (int64, `t ≤ max_len`) and `key_pad` (`[b, t]` bool), and returns
+    /// the `[b, 1, t, t]` mask of allowed (query, key) pairs.
     fn attention_mask(&self, ids: &Tensor, key_pad: Option<&Tensor>) -> Result<Tensor, ModelError> {
         let size = ids.size();
         if size.len() != 2 || size.contains(&0) {
@@ -458,39 +434,10 @@ impl Gpt {
         allowed_pairs(ids, key_pad, self.cfg.max_len)
     }
 
-    /// Runs the first `blocks` blocks and returns the residual stream after them, `[b, t, c]`
-    /// (before `ln_f`), the attention mask, and the traces when requested.
-    fn trunk(
-        &self,
-        ids: &Tensor,
-        key_pad: Option<&Tensor>,
-        train: bool,
-        trace: bool,
-        blocks: usize,
-    ) -> Result<Trunk, ModelError> {
-        let allowed = self.attention_mask(ids, key_pad)?;
-        let p_drop = if train { self.cfg.dropout } else { 0.0 };
-        let mut xs =
-            Tensor::f_embedding(&self.tok_emb, ids, -1, false, false)?.dropout(p_drop, train); // (b, t, c)
-        let mut attention = Vec::new();
-        let mut residual = Vec::new();
-        if trace {
-            residual.push(xs.shallow_clone());
-        }
-        for block in &self.blocks[..blocks] {
-            let (next, weights) = block.forward(&xs, &self.rope, &allowed, train, trace);
-            xs = next;
-            if trace {
-                attention.extend(weights);
-                residual.push(xs.shallow_clone());
-            }
-        }
-        Ok(Trunk {
-            xs,
-            allowed,
-            attention,
-            residual,
-        })
+    /// The embeddings `[b, t, c]` of `ids` (an id outside the vocabulary is an error).
+    fn embed(&self, ids: &Tensor, mode: Mode) -> Result<Tensor, ModelError> {
+        let p = mode.dropout(self.cfg.dropout);
+        Ok(Tensor::f_embedding(&self.tok_emb, ids, -1, false, false)?.dropout(p, p > 0.0))
     }
 
     /// Logits at every position.
@@ -498,7 +445,7 @@ impl Gpt {
     /// # Arguments
     /// - `ids`: `[b, t]` int64 token ids, right-padded;
     /// - `key_pad`: optional `[b, t]` bool, `true` at PAD positions (those keys get −∞);
-    /// - `train`: enables dropout.
+    /// - `mode`: [`Mode::Train`] enables dropout.
     ///
     /// # Returns
     /// Logits `[b, t, v]`.
@@ -509,10 +456,13 @@ impl Gpt {
         &self,
         ids: &Tensor,
         key_pad: Option<&Tensor>,
-        train: bool,
+        mode: Mode,
     ) -> Result<Tensor, ModelError> {
-        let all = self.blocks.len();
-        let xs = self.trunk(ids, key_pad, train, false, all)?.xs;
+        let allowed = self.attention_mask(ids, key_pad)?;
+        let mut xs = self.embed(ids, mode)?; // (b, t, c)
+        for block in &self.blocks {
+            xs = block.forward(&xs, &self.rope, &allowed, mode, None)?;
+        }
         Ok(self.project(&xs))
     }
 
@@ -522,17 +472,20 @@ impl Gpt {
     /// largest matrix product of the model) is likewise computed for `b` rows instead of `b·t`.
     ///
     /// # Arguments
-    /// - `ids`, `key_pad`, `train`: as in [`Gpt::forward`];
+    /// - `ids`, `key_pad`, `mode`: as in [`Gpt::forward`];
     /// - `positions`: `[b]` int64, the position to read in each row (e.g. `length − 1`).
     ///
     /// # Returns
     /// Logits `[b, v]`, equal to `forward(ids)[i, positions[i]]`.
+    ///
+    /// # Errors
+    /// As [`Gpt::forward`], and `positions` of the wrong shape or outside their rows.
     pub fn forward_at(
         &self,
         ids: &Tensor,
         key_pad: Option<&Tensor>,
         positions: &Tensor,
-        train: bool,
+        mode: Mode,
     ) -> Result<Tensor, ModelError> {
         let b = ids.size().first().copied().unwrap_or(0);
         if positions.size() != [b] || positions.kind() != Kind::Int64 {
@@ -542,21 +495,24 @@ impl Gpt {
                 found: format!("{:?} {:?}", positions.size(), positions.kind()),
             });
         }
-        let (last_block, earlier) = self.blocks.split_last().ok_or(ModelError::Config {
+        let (last, earlier) = self.blocks.split_last().ok_or(ModelError::Config {
             key: "n_layer",
             reason: "the model has no blocks".into(),
         })?;
-        let trunk = self.trunk(ids, key_pad, train, false, earlier.len())?;
-        let last =
-            last_block.forward_at(&trunk.xs, positions, &self.rope, &trunk.allowed, train)?; // (b, c)
-        Ok(self.project(&last))
+        let allowed = self.attention_mask(ids, key_pad)?;
+        let mut xs = self.embed(ids, mode)?; // (b, t, c)
+        for block in earlier {
+            xs = block.forward(&xs, &self.rope, &allowed, mode, None)?;
+        }
+        let xs = last.forward_at(&xs, positions, &self.rope, &allowed, mode)?; // (b, c)
+        Ok(self.project(&xs))
     }
 
     /// Logits plus what the analysis needs: the attention weights of every layer and the
     /// residual stream. Always without dropout.
     ///
     /// # Arguments
-    /// As [`Gpt::forward`].
+    /// `ids`, `key_pad`: as in [`Gpt::forward`].
     ///
     /// # Returns
     /// A [`Trace`] with logits `[b, t, v]`, `n_layer` attention tensors `[b, n_head, t, t]` and
@@ -566,12 +522,18 @@ impl Gpt {
         ids: &Tensor,
         key_pad: Option<&Tensor>,
     ) -> Result<Trace, ModelError> {
-        let all = self.blocks.len();
-        let trunk = self.trunk(ids, key_pad, false, true, all)?;
+        let allowed = self.attention_mask(ids, key_pad)?;
+        let mut xs = self.embed(ids, Mode::Eval)?; // (b, t, c)
+        let mut attention = Vec::with_capacity(self.blocks.len());
+        let mut residual = vec![xs.shallow_clone()];
+        for block in &self.blocks {
+            xs = block.forward(&xs, &self.rope, &allowed, Mode::Eval, Some(&mut attention))?;
+            residual.push(xs.shallow_clone());
+        }
         Ok(Trace {
-            logits: self.project(&trunk.xs),
-            attention: trunk.attention,
-            residual: trunk.residual,
+            logits: self.project(&xs),
+            attention,
+            residual,
         })
     }
 
@@ -706,30 +668,30 @@ mod tests {
         let model = Gpt::new(&vs.root(), &tiny()).unwrap();
         let too_long = Tensor::zeros([1, 6], (Kind::Int64, Device::Cpu));
         assert!(matches!(
-            model.forward(&too_long, None, false),
+            model.forward(&too_long, None, Mode::Eval),
             Err(ModelError::TooLong { len: 6, .. })
         ));
         let floats = Tensor::zeros([1, 2], (Kind::Float, Device::Cpu));
         assert!(matches!(
-            model.forward(&floats, None, false),
+            model.forward(&floats, None, Mode::Eval),
             Err(ModelError::Shape { .. })
         ));
         let flat = Tensor::zeros([3], (Kind::Int64, Device::Cpu));
         assert!(matches!(
-            model.forward(&flat, None, false),
+            model.forward(&flat, None, Mode::Eval),
             Err(ModelError::Shape { .. })
         ));
         let ids = Tensor::from_slice(&[1i64, 2, 3, 4]).view([2, 2]);
         let pad = Tensor::zeros([2, 3], (Kind::Bool, Device::Cpu));
         assert!(matches!(
-            model.forward(&ids, Some(&pad), false),
+            model.forward(&ids, Some(&pad), Mode::Eval),
             Err(ModelError::Shape { .. })
         ));
         let out_of_vocab = Tensor::from_slice(&[1i64, 11]).view([1, 2]);
-        assert!(model.forward(&out_of_vocab, None, false).is_err());
+        assert!(model.forward(&out_of_vocab, None, Mode::Eval).is_err());
         let positions = Tensor::from_slice(&[0i64]);
         assert!(matches!(
-            model.forward_at(&ids, None, &positions, false),
+            model.forward_at(&ids, None, &positions, Mode::Eval),
             Err(ModelError::Shape { .. })
         ));
     }
@@ -741,8 +703,8 @@ mod tests {
         let model = Gpt::new(&vs.root(), &tiny()).unwrap();
         let a = Tensor::from_slice(&[1i64, 2, 3, 4]).view([1, 4]);
         let b = Tensor::from_slice(&[1i64, 2, 9, 7]).view([1, 4]);
-        let la = model.forward(&a, None, false).unwrap();
-        let lb = model.forward(&b, None, false).unwrap();
+        let la = model.forward(&a, None, Mode::Eval).unwrap();
+        let lb = model.forward(&b, None, Mode::Eval).unwrap();
         assert!(
             la.narrow(1, 0, 2)
                 .allclose(&lb.narrow(1, 0, 2), 1e-6, 1e-6, false)
@@ -761,10 +723,10 @@ mod tests {
         let ids = Tensor::from_slice(&[3i64, 4, 5, 6, 7, 0, 8, 0, 0]).view([3, 3]);
         let pad = Tensor::from_slice(&[false, false, false, false, false, true, false, true, true])
             .view([3, 3]);
-        let full = model.forward(&ids, Some(&pad), false).unwrap();
+        let full = model.forward(&ids, Some(&pad), Mode::Eval).unwrap();
         let positions = Tensor::from_slice(&[2i64, 1, 0]);
         let at = model
-            .forward_at(&ids, Some(&pad), &positions, false)
+            .forward_at(&ids, Some(&pad), &positions, Mode::Eval)
             .unwrap();
         for (row, pos) in [(0, 2), (1, 1), (2, 0)] {
             assert!(
@@ -808,10 +770,10 @@ mod tests {
         )
         .unwrap();
         let ids = Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]);
-        let e1 = model.forward(&ids, None, false).unwrap();
-        let e2 = model.forward(&ids, None, false).unwrap();
+        let e1 = model.forward(&ids, None, Mode::Eval).unwrap();
+        let e2 = model.forward(&ids, None, Mode::Eval).unwrap();
         assert!(e1.equal(&e2));
-        let t1 = model.forward(&ids, None, true).unwrap();
+        let t1 = model.forward(&ids, None, Mode::Train).unwrap();
         assert!(!t1.allclose(&e1, 1e-6, 1e-6, false));
     }
 }

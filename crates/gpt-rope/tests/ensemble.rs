@@ -4,7 +4,7 @@
 //! `member_state` round-trips into a `Gpt`.
 
 use gpt_rope::ensemble::{GptEnsemble, member_losses};
-use gpt_rope::{Gpt, GptConfig, last_token_loss};
+use gpt_rope::{Gpt, GptConfig, Members, Mode, last_token_loss};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 /// Tests seed and draw from libtorch's global generator; they take turns so that one test's
@@ -76,12 +76,14 @@ fn logits_and_gradients_match(tie_weights: bool) {
     }
     let (ids, pad, positions, targets) = batch(k, 4, 6, cfg.vocab_size);
 
-    let full = ens.forward(&ids, Some(&pad), false).unwrap();
+    let full = ens.forward(&ids, Some(&pad), Mode::Eval).unwrap();
     assert_eq!(full.size(), [k, 4, 6, cfg.vocab_size]);
-    let logits = ens.forward_at(&ids, Some(&pad), &positions, false).unwrap();
+    let logits = ens
+        .forward_at(&ids, Some(&pad), &positions, Mode::Eval)
+        .unwrap();
     assert_eq!(logits.size(), [k, 4, cfg.vocab_size]);
     let per_member = ens
-        .forward_at_members(&ids, Some(&pad), &positions, false)
+        .forward_at_members(&ids, Some(&pad), &positions, Mode::Eval)
         .unwrap();
     assert_eq!(per_member.len(), k as usize);
     let losses = member_losses(&per_member, &targets);
@@ -89,11 +91,18 @@ fn logits_and_gradients_match(tie_weights: bool) {
 
     for (i, (mvs, gpt)) in models.iter().enumerate() {
         let i = i as i64;
-        let want_full = gpt.forward(&ids.get(i), Some(&pad.get(i)), false).unwrap();
+        let want_full = gpt
+            .forward(&ids.get(i), Some(&pad.get(i)), Mode::Eval)
+            .unwrap();
         let d = max_abs_diff(&full.get(i), &want_full);
         assert!(d < 1e-5, "member {i}: all-position logits differ by {d:e}");
         let want = gpt
-            .forward_at(&ids.get(i), Some(&pad.get(i)), &positions.get(i), false)
+            .forward_at(
+                &ids.get(i),
+                Some(&pad.get(i)),
+                &positions.get(i),
+                Mode::Eval,
+            )
             .unwrap();
         let d = max_abs_diff(&logits.get(i), &want);
         assert!(d < 1e-5, "member {i}: last-position logits differ by {d:e}");
@@ -173,9 +182,16 @@ fn from_seeds_equals_gpt_new_under_each_seed_and_member_state_round_trips() {
         }
     });
     let (ids, pad, positions, _) = batch(3, 2, 5, cfg.vocab_size);
-    let ens_logits = ens.forward_at(&ids, Some(&pad), &positions, false).unwrap();
+    let ens_logits = ens
+        .forward_at(&ids, Some(&pad), &positions, Mode::Eval)
+        .unwrap();
     let single = gpt
-        .forward_at(&ids.get(1), Some(&pad.get(1)), &positions.get(1), false)
+        .forward_at(
+            &ids.get(1),
+            Some(&pad.get(1)),
+            &positions.get(1),
+            Mode::Eval,
+        )
         .unwrap();
     assert!(max_abs_diff(&ens_logits.get(1), &single) < 1e-5);
 

@@ -1,15 +1,15 @@
 //! Parity with the original PyTorch model on the fixture it wrote
-//! (`../shared/golden/gpt_rope_parity.safetensors`, see that directory's README): same weights
+//! (`tests/fixtures/golden/gpt_rope_parity.safetensors`, see that directory's README): same weights
 //! and batch → same logits, last-token loss, probability of the correct token and gradients.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use gpt_rope::{Gpt, GptConfig, last_token_loss};
+use gpt_rope::{Gpt, GptConfig, Mode, last_token_loss};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden")
 }
 
 fn load_fixture() -> HashMap<String, Tensor> {
@@ -79,7 +79,7 @@ fn logits_loss_probabilities_and_gradients_match_the_original() {
     let pad = fx["pad_mask"].to_kind(Kind::Bool);
     let loss_mask = fx["loss_mask"].to_kind(Kind::Bool);
 
-    let logits = model.forward(ids, Some(&pad), false).unwrap();
+    let logits = model.forward(ids, Some(&pad), Mode::Eval).unwrap();
     let want = &fx["expected.logits"];
     assert_eq!(logits.size(), want.size());
     let rel = max_rel_diff(&logits, want);
@@ -95,7 +95,7 @@ fn logits_loss_probabilities_and_gradients_match_the_original() {
         .gather(1, &positions.unsqueeze(1), false)
         .squeeze_dim(1);
     let last = model
-        .forward_at(ids, Some(&pad), &positions, false)
+        .forward_at(ids, Some(&pad), &positions, Mode::Eval)
         .unwrap();
     let loss = last_token_loss(&last, &targets);
     let want_loss = fx["expected.loss"].double_value(&[0]);

@@ -1,4 +1,4 @@
-//! Which runs can train together as one batched ensemble (`trainer::ensemble`): runs whose
+//! Which runs can train together as one batched ensemble (`trainer::run_members`): runs whose
 //! configurations differ only in keys that act per run — the optimiser's hyper-parameters, the
 //! seed, logging, checkpoints, analysis schedule, run directory and W&B identity. Every other key
 //! fixes a shape, the dataset or the shared computation.

@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use trainer::ensemble::{EnsembleOptions, run_ensemble};
 use trainer::{DeviceChoice, GeometrySchedule, RunConfig, RunOptions};
 
 struct Args {
@@ -98,13 +97,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t_single = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let batched = run_ensemble(
-        (0..args.k).map(|i| member("batched", i)).collect(),
-        EnsembleOptions {
-            quiet: true,
-            ..Default::default()
-        },
-    )?;
+    let batched =
+        trainer::run_members((0..args.k).map(|i| member("batched", i)).collect(), quiet())?
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
     let t_batched = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

@@ -12,12 +12,10 @@
 use std::time::Instant;
 
 use gpt_rope::ensemble::{GptEnsemble, member_losses};
-use gpt_rope::{Gpt, last_token_loss};
+use gpt_rope::{Gpt, Members, Mode, last_token_loss};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 use trainer::RunConfig;
-use trainer::ensemble::EnsembleAdam;
 use trainer::optim::{Adam, AdamConfig};
-use trainer::train::named_params;
 
 const ROUNDS: usize = 12;
 const STEPS: usize = 30;
@@ -45,13 +43,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|_| {
             let vs = VarStore::new(device);
             let model = Gpt::new(&vs.root(), &cfg)?;
-            let opt = Adam::new(named_params(&vs), adam());
+            let opt = Adam::single(model.named_parameters(), adam());
             Ok((vs, model, opt))
         })
         .collect::<Result<Vec<_>, gpt_rope::ModelError>>()?;
     let evs = VarStore::new(device);
     let ensemble = GptEnsemble::new(&evs.root(), &cfg, k)?;
-    let mut opt = EnsembleAdam::for_model(&ensemble, (0..k).map(|_| adam()).collect())?;
+    let mut opt = Adam::for_model(&ensemble, (0..k).map(|_| adam()).collect())?;
     let lrs = vec![run.train.lr; k as usize];
     let sync = || {
         if device.is_cuda() {
@@ -65,19 +63,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..STEPS {
             for (m, (_, model, opt)) in singles.iter_mut().enumerate() {
                 let m = m as i64;
-                let logits = model.forward_at(&ids.get(m), Some(&pad.get(m)), &pos.get(m), true)?;
+                let logits =
+                    model.forward_at(&ids.get(m), Some(&pad.get(m)), &pos.get(m), Mode::Train)?;
                 let loss = last_token_loss(&logits, &answers.get(m));
-                opt.zero_grad();
+                opt.zero_grad()?;
                 loss.backward();
-                opt.step(run.train.lr)?;
+                opt.step(&[run.train.lr], None)?;
             }
         }
         sync();
         let t1 = Instant::now();
         for _ in 0..STEPS {
-            let logits = ensemble.forward_at_members(&ids, Some(&pad), &pos, true)?;
+            let logits = ensemble.forward_at_members(&ids, Some(&pad), &pos, Mode::Train)?;
             let loss = member_losses(&logits, &answers).sum(Kind::Float);
-            opt.zero_grad();
+            opt.zero_grad()?;
             loss.backward();
             opt.step(&lrs, None)?;
         }

@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.wandb.use_wandb = false;
     let curve = Arc::new(Mutex::new(Vec::new()));
     let opts = RunOptions {
-        extra_sinks: vec![Box::new(Collect(Arc::clone(&curve)))],
+        extra_sinks: vec![vec![Box::new(Collect(Arc::clone(&curve)))]],
         quiet: true,
         ..RunOptions::default()
     };

@@ -6,12 +6,11 @@
 
 use std::time::Instant;
 
-use gpt_rope::{Gpt, last_token_loss};
+use gpt_rope::{Gpt, Mode, last_token_loss};
 use tch::{Device, nn::VarStore};
 use trainer::RunConfig;
 use trainer::data::DeviceData;
 use trainer::optim::{Adam, AdamConfig};
-use trainer::train::named_params;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -34,7 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tch::manual_seed(0);
     let vs = VarStore::new(device);
     let model = Gpt::new(&vs.root(), &cfg.model.with_vocab(ds.vocab.len() as i64))?;
-    let mut opt = Adam::new(named_params(&vs), AdamConfig::new(cfg.train.optimizer, 0.0));
+    let mut opt = Adam::single(
+        model.named_parameters(),
+        AdamConfig::new(cfg.train.optimizer, 0.0),
+    );
     let b = cfg.train.batch_size.min(data.train.n) as i64;
     let index = tch::Tensor::arange(b, (tch::Kind::Int64, device));
     let (ids, pad, pos, ans) = data.train.gather(&index);
@@ -48,18 +50,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for rep in 0..220 {
         sync();
         let t0 = Instant::now();
-        let logits = model.forward_at(&ids, Some(&pad), &pos, true)?;
+        let logits = model.forward_at(&ids, Some(&pad), &pos, Mode::Train)?;
         let loss = last_token_loss(&logits, &ans);
         sync();
         let t1 = Instant::now();
-        opt.zero_grad();
+        opt.zero_grad()?;
         loss.backward();
         sync();
         let t2 = Instant::now();
-        opt.step(cfg.train.lr)?;
+        opt.step(&[cfg.train.lr], None)?;
         sync();
         let t3 = Instant::now();
-        let all = tch::no_grad(|| model.forward(&ids, Some(&pad), false))?;
+        let all = tch::no_grad(|| model.forward(&ids, Some(&pad), Mode::Eval))?;
         drop(all);
         sync();
         let t4 = Instant::now();

@@ -1,14 +1,15 @@
 //! Evaluation: last-token CE, PPL, ACC, PROB and N per fact type, and their macro averages.
 //!
-//! All test rows go through the model in as few forward passes as memory allows (chunks whose
-//! `[rows, V]` logits stay under [`MAX_LOGIT_ELEMENTS`]); per-row results are summed per type on
-//! the device, and the only host synchronisation is the final read of a `[7, 3]` table.
+//! All test rows go through the model (every member at once) in as few forward passes as memory
+//! allows (chunks whose `[K·rows, V]` logits stay under [`MAX_LOGIT_ELEMENTS`]); per-row results
+//! are summed per member and type on the device, and the only host synchronisation is the final
+//! read of a `[K·7, 3]` table.
 
 use std::collections::BTreeMap;
 
-use gpt_rope::Gpt;
+use gpt_rope::{Members, Mode};
 use kg_data::FactType;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
 use crate::data::Split;
@@ -103,30 +104,52 @@ pub fn row_metrics(logits: &Tensor, answers: &Tensor) -> Tensor {
     Tensor::stack(&[target_logp.neg(), correct, target_logp.exp()], 1) // (b, 3)
 }
 
-/// Evaluates `model` on every row of `split`.
-pub fn evaluate(model: &Gpt, split: &Split) -> Result<EvalReport, TrainError> {
+/// Evaluates every member of `model` on every row of `split`, all members in one batched pass
+/// per chunk; returns one report per member.
+///
+/// # Errors
+/// Model errors (a test row longer than `max_len`, an id outside the vocabulary) and libtorch
+/// failures.
+pub fn evaluate(model: &dyn Members, split: &Split) -> Result<Vec<EvalReport>, TrainError> {
+    let k = model.members();
     let sums = tch::no_grad(|| -> Result<Tensor, TrainError> {
         let device = split.ids.device();
         let v = model.config().vocab_size.max(1);
-        let chunk = (MAX_LOGIT_ELEMENTS / v).max(1);
-        let mut sums = Tensor::zeros([7, 3], (Kind::Float, device)); // (types, [ce, acc, prob])
+        let chunk = (MAX_LOGIT_ELEMENTS / (v * k)).max(1);
+        // Member m's sums live in rows 7m..7m+7 (types × [ce, acc, prob]).
+        let offsets = (Tensor::arange(k, (Kind::Int64, device)) * 7).unsqueeze(1); // (K, 1)
+        let mut sums = Tensor::zeros([7 * k, 3], (Kind::Float, device));
         let mut start = 0i64;
         while start < split.n as i64 {
             let len = chunk.min(split.n as i64 - start);
-            let ids = split.ids.narrow(0, start, len);
-            let pad = split.pad.narrow(0, start, len);
-            let positions = split.positions.narrow(0, start, len);
-            let logits = model.forward_at(&ids, Some(&pad), &positions, false)?; // (len, v)
-            let rows = row_metrics(&logits, &split.answers.narrow(0, start, len)); // (len, 3)
-            let _ = sums.f_index_add_(0, &split.kinds.narrow(0, start, len), &rows)?;
+            // Every member reads the same rows: a broadcast view, no copy.
+            let rows = |t: &Tensor| {
+                let mut shape = vec![k, len];
+                shape.extend(t.size().iter().skip(1));
+                t.narrow(0, start, len).unsqueeze(0).expand(&shape, false)
+            };
+            let logits = model.forward_at_members(
+                &rows(&split.ids),
+                Some(&rows(&split.pad)),
+                &rows(&split.positions),
+                Mode::Eval,
+            )?; // K × (len, v)
+            let answers = split.answers.narrow(0, start, len);
+            let per_row: Vec<Tensor> = logits.iter().map(|l| row_metrics(l, &answers)).collect();
+            let per_row = Tensor::cat(&per_row, 0); // (K·len, 3)
+            let index =
+                (split.kinds.narrow(0, start, len).unsqueeze(0) + &offsets).reshape([k * len]);
+            let _ = sums.f_index_add_(0, &index, &per_row)?;
             start += len;
         }
         Ok(sums)
     })?;
     // The one host synchronisation of an evaluation.
-    let sums: Vec<f32> = Vec::try_from(sums.to_device(tch::Device::Cpu).flatten(0, -1))
-        .map_err(|e| TrainError::Optimizer(format!("reading evaluation sums: {e}")))?;
-    Ok(report_from_sums(&sums, &split.counts))
+    let sums: Vec<f32> = Vec::try_from(sums.to_device(Device::Cpu).flatten(0, -1))?;
+    Ok(sums
+        .chunks(21)
+        .map(|member| report_from_sums(member, &split.counts))
+        .collect())
 }
 
 /// Turns per-type sums (`[7 × 3]` row-major: CE, ACC, PROB) and counts into the report.

@@ -22,8 +22,8 @@
 pub mod analysis;
 pub mod checkpoint;
 pub mod data;
-pub mod ensemble;
 pub mod eval;
+pub mod ffi;
 pub mod optim;
 pub mod sink;
 pub mod train;
@@ -39,7 +39,7 @@ pub use config::{
 };
 pub use eval::{EvalReport, TypeMetrics};
 pub use sink::{JsonlSink, MetricsSink, NullSink, WandbSink};
-pub use train::{RunOptions, RunSummary, run};
+pub use train::{RunOptions, RunSummary, run, run_members};
 
 /// Keeps large freed blocks in the process heap instead of returning them to the kernel.
 ///
@@ -130,4 +130,12 @@ pub enum TrainError {
     /// The run was interrupted (Ctrl-C); a `last` checkpoint was written.
     #[error("interrupted; resume with --resume")]
     Interrupted,
+}
+
+/// Serialises the unit tests that seed or draw from libtorch's global generator, so that one
+/// test's draws cannot land between another's `manual_seed` and its use.
+#[cfg(test)]
+pub(crate) fn tests_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
 }

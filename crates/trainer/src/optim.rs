@@ -1,8 +1,13 @@
-//! Adam and AdamW with PyTorch's semantics, and the learning-rate schedule.
+//! Adam and AdamW with PyTorch's semantics, over the members of a model, and the
+//! learning-rate schedule.
 //!
-//! - [`Adam`] keeps `exp_avg`, `exp_avg_sq` and a step counter per parameter and updates all
-//!   parameters in one call into libtorch's fused kernel (one pass over each tensor instead of
-//!   about ten elementwise kernels), which is where a step of this small model spends its time.
+//! - [`Adam`] keeps `exp_avg`, `exp_avg_sq` and a step counter per parameter of every member
+//!   (a single run is one member) and updates each member's parameters in one call into
+//!   libtorch's fused kernel (one pass over each tensor instead of about ten elementwise
+//!   kernels), which is where a step of this small model spends its time. A member's state has
+//!   the same names whether it trained alone or in an ensemble (`exp_avg.<name>`,
+//!   `exp_avg_sq.<name>`, `step.<name>`, `optimizer_steps`), so checkpoints are interchangeable.
+//! - [`GradScaler`]: dynamic loss scaling for float16 mixed precision, on the device.
 //! - [`reference_step`] is the plain, unfused formula of `torch.optim.Adam`/`AdamW`, used in tests
 //!   to check the fused path.
 //! - [`lr_at`] is the schedule: linear warm-up then constant.
@@ -10,35 +15,12 @@
 //! Weight decay: `Adam` couples it as an L2 term (`g ← g + λ·p`), as `torch.optim.Adam` does;
 //! `AdamW` decays the weights directly (`p ← p·(1 − lr·λ)`).
 
-use std::ffi::c_char;
-
+use gpt_rope::{MemberParam, Members};
 use tch::{Kind, Tensor};
 
 use crate::TrainError;
 use crate::config::OptimizerKind;
-
-unsafe extern "C" {
-    fn trainer_clear_grads(params: *mut *mut torch_sys::C_tensor, n: usize);
-
-    fn trainer_fused_adam(
-        params: *mut *mut torch_sys::C_tensor,
-        grads: *mut *mut torch_sys::C_tensor,
-        exp_avgs: *mut *mut torch_sys::C_tensor,
-        exp_avg_sqs: *mut *mut torch_sys::C_tensor,
-        state_steps: *mut *mut torch_sys::C_tensor,
-        n: usize,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-        eps: f64,
-        decoupled: i32,
-        grad_scale: *mut torch_sys::C_tensor,
-        found_inf: *mut torch_sys::C_tensor,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> i32;
-}
+use crate::ffi::{FusedGroup, FusedHyper, clear_grads, fused_adam};
 
 /// Learning rate of optimiser step `step` (1-based): `lr·step/warmup` during the warm-up, then
 /// `lr`.
@@ -50,7 +32,7 @@ pub fn lr_at(lr: f64, warmup_steps: usize, step: u64) -> f64 {
     }
 }
 
-/// Hyper-parameters of [`Adam`].
+/// Hyper-parameters of one member's optimiser.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamConfig {
     /// Coupled (Adam) or decoupled (AdamW) weight decay.
@@ -73,158 +55,247 @@ impl AdamConfig {
             weight_decay,
         }
     }
+
+    fn hyper(&self, lr: f64) -> FusedHyper {
+        FusedHyper {
+            lr,
+            betas: self.betas,
+            weight_decay: self.weight_decay,
+            eps: self.eps,
+            decoupled: self.kind == OptimizerKind::Adamw,
+        }
+    }
 }
 
-/// The state of one parameter.
+/// One member's parameters and optimiser state.
 #[derive(Debug)]
-struct Slot {
-    name: String,
-    param: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-    /// Step counter as a float32 scalar tensor on the parameter's device, as the fused kernel
+struct MemberAdam {
+    params: Vec<MemberParam>,
+    /// The member's views of `params`, made once (they share the leaves' storage).
+    values: Vec<Tensor>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    /// Step counter of each parameter as a float32 scalar on its device, as the fused kernel
     /// reads it.
-    step: Tensor,
+    steps: Vec<Tensor>,
+    cfg: AdamConfig,
 }
 
-/// Adam/AdamW over a fixed list of named parameters.
+/// Adam/AdamW for the K ≥ 1 members of a model: per member, one fused-kernel call over the
+/// member's views of its parameters ([`MemberParam`]: its own tensors, or its rows of stacked
+/// ones) and their gradients, with its own moments, hyper-parameters and step counters.
 #[derive(Debug)]
 pub struct Adam {
-    cfg: AdamConfig,
-    slots: Vec<Slot>,
-    steps: u64,
+    members: Vec<MemberAdam>,
+    taken: u64,
+    /// Every autograd leaf once (a stacked leaf is shared by all members).
+    leaves: Vec<Tensor>,
 }
 
 impl Adam {
-    /// An optimiser over `params` (name, tensor) with zeroed moments.
-    pub fn new(params: Vec<(String, Tensor)>, cfg: AdamConfig) -> Self {
-        let slots = params
+    /// An optimiser over each member's parameters (`members[k]`, in a fixed order) with zeroed
+    /// moments; one configuration per member.
+    ///
+    /// # Errors
+    /// [`TrainError::Optimizer`] when there are not as many configurations as members.
+    pub fn new(members: Vec<Vec<MemberParam>>, cfgs: Vec<AdamConfig>) -> Result<Self, TrainError> {
+        if members.len() != cfgs.len() {
+            return Err(TrainError::Optimizer(format!(
+                "{} optimiser configurations for {} members",
+                cfgs.len(),
+                members.len()
+            )));
+        }
+        let members = members
             .into_iter()
-            .map(|(name, param)| Slot {
-                exp_avg: param.zeros_like(),
-                exp_avg_sq: param.zeros_like(),
-                step: Tensor::zeros([], (Kind::Float, param.device())),
-                name,
-                param,
+            .zip(cfgs)
+            .map(|(params, cfg)| {
+                let values: Vec<Tensor> = params.iter().map(MemberParam::value).collect();
+                MemberAdam {
+                    exp_avg: values.iter().map(Tensor::zeros_like).collect(),
+                    exp_avg_sq: values.iter().map(Tensor::zeros_like).collect(),
+                    steps: values
+                        .iter()
+                        .map(|v| Tensor::zeros([], (Kind::Float, v.device())))
+                        .collect(),
+                    values,
+                    params,
+                    cfg,
+                }
+            })
+            .collect::<Vec<MemberAdam>>();
+        // Stacked leaves appear in every member's list: keep member 0's and the members' own.
+        let leaves = members
+            .iter()
+            .enumerate()
+            .flat_map(|(k, m)| {
+                m.params
+                    .iter()
+                    .filter(move |p| k == 0 || !p.is_row())
+                    .map(|p| p.leaf().shallow_clone())
             })
             .collect();
-        Self {
-            cfg,
-            slots,
-            steps: 0,
-        }
+        Ok(Self {
+            members,
+            taken: 0,
+            leaves,
+        })
+    }
+
+    /// A one-member optimiser over named tensors that are their own leaves (a single model's
+    /// parameters, e.g. [`gpt_rope::Gpt::named_parameters`]).
+    pub fn single(params: Vec<(String, Tensor)>, cfg: AdamConfig) -> Self {
+        let params = params
+            .iter()
+            .map(|(name, t)| MemberParam::own(name.as_str(), t))
+            .collect();
+        Self::new(vec![params], vec![cfg]).unwrap_or_else(|_| unreachable!("one list, one config"))
+    }
+
+    /// The optimiser of every member of `model`, member `k` with `cfgs[k]`.
+    ///
+    /// # Errors
+    /// As [`Adam::new`], and a bad member index from the model.
+    pub fn for_model(model: &dyn Members, cfgs: Vec<AdamConfig>) -> Result<Self, TrainError> {
+        let members = (0..model.members())
+            .map(|k| model.member_params(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(members, cfgs)
     }
 
     /// Optimiser steps taken so far.
     pub fn steps(&self) -> u64 {
-        self.steps
+        self.taken
     }
 
-    /// Drops every parameter's gradient (PyTorch's `zero_grad(set_to_none=True)`): the next
-    /// backward pass stores fresh gradients instead of adding into zeroed buffers, one pass less
-    /// over each gradient. (With glibc's default thresholds the fresh multi-MiB allocations
-    /// fault their pages in every step and cost more than they save: see
-    /// [`crate::tune_allocator`], which [`crate::run`] applies.)
-    pub fn zero_grad(&mut self) {
-        clear_grads(self.slots.iter().map(|s| &s.param));
-    }
-
-    /// One update with learning rate `lr` from the gradients accumulated in the parameters.
-    /// Parameters without a gradient are skipped, as in PyTorch.
+    /// Drops every gradient (PyTorch's `zero_grad(set_to_none=True)`): the next backward pass
+    /// stores fresh gradients instead of adding into zeroed buffers, one pass less over each
+    /// gradient. (With glibc's default thresholds the fresh multi-MiB allocations fault their
+    /// pages in every step and cost more than they save: see [`crate::tune_allocator`], which
+    /// [`crate::run`] applies.)
     ///
     /// # Errors
-    /// [`TrainError::Optimizer`] when libtorch rejects the update (for example tensors on mixed
-    /// devices).
-    pub fn step(&mut self, lr: f64) -> Result<(), TrainError> {
-        self.step_scaled(lr, None)
+    /// [`TrainError::Optimizer`] when libtorch fails.
+    pub fn zero_grad(&mut self) -> Result<(), TrainError> {
+        clear_grads(&self.leaves)
     }
 
-    /// One update from gradients of a loss multiplied by `scaler.scale` (mixed precision): the
-    /// kernel divides the gradients by the scale, and when any of them is not finite skips the
-    /// update of the weights and moments; the scaler then adapts, all on the device.
-    pub fn step_scaled(
+    /// One update of every member from the accumulated gradients, member `k` with learning rate
+    /// `lrs[k]` and, for mixed precision, loss scaler `scalers[k]` (the kernel divides the
+    /// gradients by its scale; a step with a non-finite gradient changes nothing, not even the
+    /// step counters, and the scaler adapts, all on the device). Parameters without a gradient
+    /// are skipped, as in PyTorch.
+    ///
+    /// # Errors
+    /// [`TrainError::Optimizer`] when libtorch rejects the update (e.g. tensors on mixed
+    /// devices) or a list has the wrong length.
+    pub fn step(
         &mut self,
-        lr: f64,
-        scaler: Option<&mut GradScaler>,
+        lrs: &[f64],
+        mut scalers: Option<&mut [GradScaler]>,
     ) -> Result<(), TrainError> {
-        self.steps += 1;
-        let mut grads = Vec::with_capacity(self.slots.len());
-        let mut active = Vec::with_capacity(self.slots.len());
-        for (i, slot) in self.slots.iter().enumerate() {
-            let grad = slot.param.grad();
-            if grad.defined() {
-                grads.push(grad);
-                active.push(i);
-            }
+        let k = self.members.len();
+        if lrs.len() != k || scalers.as_ref().is_some_and(|s| s.len() != k) {
+            return Err(TrainError::Optimizer(format!(
+                "{} learning rates and {:?} scalers for {k} members",
+                lrs.len(),
+                scalers.as_ref().map(|s| s.len())
+            )));
         }
-        if active.is_empty() {
-            return Ok(());
-        }
+        self.taken += 1;
         tch::no_grad(|| -> Result<(), TrainError> {
-            // The kernel reads the step counter; PyTorch increments it just before the call.
-            for &i in &active {
-                let _ = self.slots[i].step.g_add_scalar_(1.0);
-            }
-            let pick = |f: fn(&Slot) -> &Tensor| -> Vec<&Tensor> {
-                active.iter().map(|&i| f(&self.slots[i])).collect()
-            };
-            let grads: Vec<&Tensor> = grads.iter().collect();
-            if let Some(s) = &scaler {
-                s.check(&grads);
-            }
-            fused_adam(
-                &FusedGroup {
-                    params: &pick(|s| &s.param),
-                    grads: &grads,
-                    exp_avgs: &pick(|s| &s.exp_avg),
-                    exp_avg_sqs: &pick(|s| &s.exp_avg_sq),
-                    steps: &pick(|s| &s.step),
-                },
-                lr,
-                &self.cfg,
-                scaler.as_deref(),
-            )?;
-            if let Some(s) = scaler {
-                s.update();
+            for (i, member) in self.members.iter_mut().enumerate() {
+                let active: Vec<(usize, Tensor)> = member
+                    .params
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, p)| p.grad().map(|g| (j, g)))
+                    .collect();
+                if active.is_empty() {
+                    continue;
+                }
+                // The kernel reads the step counter; PyTorch increments it just before the call.
+                for (j, _) in &active {
+                    let _ = member.steps[*j].f_add_scalar_(1.0)?;
+                }
+                fn pick<'t>(ts: &'t [Tensor], active: &[(usize, Tensor)]) -> Vec<&'t Tensor> {
+                    active.iter().map(|(j, _)| &ts[*j]).collect()
+                }
+                let grads: Vec<&Tensor> = active.iter().map(|(_, g)| g).collect();
+                let scaler = scalers.as_deref_mut().map(|s| &mut s[i]);
+                if let Some(s) = &scaler {
+                    s.check(&grads)?;
+                }
+                fused_adam(
+                    &FusedGroup {
+                        params: &pick(&member.values, &active),
+                        grads: &grads,
+                        exp_avgs: &pick(&member.exp_avg, &active),
+                        exp_avg_sqs: &pick(&member.exp_avg_sq, &active),
+                        steps: &pick(&member.steps, &active),
+                    },
+                    member.cfg.hyper(lrs[i]),
+                    scaler.as_deref().map(|s| (&s.scale, &s.found_inf)),
+                )?;
+                if let Some(s) = scaler {
+                    s.update()?;
+                }
             }
             Ok(())
         })
     }
 
-    /// The optimiser state as named tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`,
-    /// `step.<name>`), for checkpoints.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::with_capacity(3 * self.slots.len() + 1);
-        for s in &self.slots {
-            out.push((format!("exp_avg.{}", s.name), s.exp_avg.shallow_clone()));
+    /// Member `k`'s state as named tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`,
+    /// `step.<name>`, `optimizer_steps`), for its checkpoints; empty when `k` is not a member.
+    pub fn member_state(&self, k: usize) -> Vec<(String, Tensor)> {
+        let Some(member) = self.members.get(k) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(3 * member.params.len() + 1);
+        for (i, p) in member.params.iter().enumerate() {
+            let name = p.name();
+            out.push((format!("exp_avg.{name}"), member.exp_avg[i].shallow_clone()));
             out.push((
-                format!("exp_avg_sq.{}", s.name),
-                s.exp_avg_sq.shallow_clone(),
+                format!("exp_avg_sq.{name}"),
+                member.exp_avg_sq[i].shallow_clone(),
             ));
-            out.push((format!("step.{}", s.name), s.step.shallow_clone()));
+            out.push((format!("step.{name}"), member.steps[i].shallow_clone()));
         }
-        out.push(("optimizer_steps".into(), Tensor::from(self.steps as i64)));
+        out.push(("optimizer_steps".into(), Tensor::from(self.taken as i64)));
         out
     }
 
-    /// Restores a state written by [`Adam::state`]; every entry must be present with the right
-    /// shape.
-    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), TrainError> {
+    /// Restores member `k`'s state from tensors written by [`Adam::member_state`]; every entry
+    /// must be present with the right shape.
+    ///
+    /// # Errors
+    /// [`TrainError::Checkpoint`] naming the missing or mis-shaped entry, or a bad `k`.
+    pub fn load_member_state(
+        &mut self,
+        k: usize,
+        state: &[(String, Tensor)],
+    ) -> Result<(), TrainError> {
         let find = |key: &str| {
             state
                 .iter()
-                .find(|(k, _)| k == key)
+                .find(|(name, _)| name == key)
                 .map(|(_, t)| t)
                 .ok_or_else(|| TrainError::Checkpoint(format!("optimizer state lacks `{key}`")))
         };
+        let taken = find("optimizer_steps")?.f_int64_value(&[])?;
+        let member = self.members.get_mut(k).ok_or_else(|| {
+            TrainError::Checkpoint(format!(
+                "optimizer state for member {k}, which does not exist"
+            ))
+        })?;
         tch::no_grad(|| -> Result<(), TrainError> {
-            for s in &mut self.slots {
+            for (i, p) in member.params.iter().enumerate() {
                 for (prefix, dst) in [
-                    ("exp_avg", &mut s.exp_avg),
-                    ("exp_avg_sq", &mut s.exp_avg_sq),
-                    ("step", &mut s.step),
+                    ("exp_avg", &mut member.exp_avg[i]),
+                    ("exp_avg_sq", &mut member.exp_avg_sq[i]),
+                    ("step", &mut member.steps[i]),
                 ] {
-                    let key = format!("{prefix}.{}", s.name);
+                    let key = format!("{prefix}.{}", p.name());
                     let src = find(&key)?;
                     if src.size() != dst.size() {
                         return Err(TrainError::Checkpoint(format!(
@@ -233,109 +304,14 @@ impl Adam {
                             dst.size()
                         )));
                     }
-                    dst.copy_(src);
+                    dst.f_copy_(src)?;
                 }
             }
             Ok(())
         })?;
-        self.steps = find("optimizer_steps")?.int64_value(&[]) as u64;
+        self.taken = taken.max(0) as u64;
         Ok(())
     }
-}
-
-/// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`).
-pub fn clear_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) {
-    let mut ptrs: Vec<*mut torch_sys::C_tensor> =
-        params.into_iter().map(|p| p.as_ptr() as *mut _).collect();
-    // SAFETY: every pointer is a live `at::Tensor*` borrowed for the duration of the call; the
-    // shim only resets each tensor's gradient.
-    unsafe { trainer_clear_grads(ptrs.as_mut_ptr(), ptrs.len()) };
-}
-
-/// The tensors of one fused optimiser call: parameters with their gradients, moments and step
-/// counters, index by index.
-#[derive(Debug)]
-pub struct FusedGroup<'a> {
-    /// Parameters, updated in place.
-    pub params: &'a [&'a Tensor],
-    /// Their gradients.
-    pub grads: &'a [&'a Tensor],
-    /// First moments, updated in place.
-    pub exp_avgs: &'a [&'a Tensor],
-    /// Second moments, updated in place.
-    pub exp_avg_sqs: &'a [&'a Tensor],
-    /// Step counters (float32 scalars), already incremented for this step.
-    pub steps: &'a [&'a Tensor],
-}
-
-/// One call into libtorch's fused Adam/AdamW kernel over `group`, with loss-scale handling when
-/// `scaler` is given (its `found_inf` must already be set for these gradients).
-///
-/// # Errors
-/// [`TrainError::Optimizer`] when the lists differ in length or libtorch rejects the update.
-pub fn fused_adam(
-    group: &FusedGroup<'_>,
-    lr: f64,
-    cfg: &AdamConfig,
-    scaler: Option<&GradScaler>,
-) -> Result<(), TrainError> {
-    let n = group.params.len();
-    let lists = [group.grads, group.exp_avgs, group.exp_avg_sqs, group.steps];
-    if lists.iter().any(|l| l.len() != n) {
-        return Err(TrainError::Optimizer(format!(
-            "fused Adam: {n} parameters but {:?} gradients/moments/steps",
-            lists.map(<[&Tensor]>::len)
-        )));
-    }
-    let ptrs = |ts: &[&Tensor]| -> Vec<*mut torch_sys::C_tensor> {
-        ts.iter().map(|t| t.as_ptr() as *mut _).collect()
-    };
-    let (mut p, mut g, mut m, mut v, mut s) = (
-        ptrs(group.params),
-        ptrs(group.grads),
-        ptrs(group.exp_avgs),
-        ptrs(group.exp_avg_sqs),
-        ptrs(group.steps),
-    );
-    let (scale_ptr, inf_ptr) = match scaler {
-        Some(sc) => (sc.scale.as_ptr() as *mut _, sc.found_inf.as_ptr() as *mut _),
-        None => (std::ptr::null_mut(), std::ptr::null_mut()),
-    };
-    let mut err = vec![0 as c_char; 512];
-    // SAFETY: every pointer is a live `at::Tensor*` borrowed by `group` or `scaler` for the
-    // duration of the call; the five arrays hold `n` entries each (checked above); `err` has
-    // `err.len()` bytes and the shim writes a NUL-terminated string within them.
-    let rc = unsafe {
-        trainer_fused_adam(
-            p.as_mut_ptr(),
-            g.as_mut_ptr(),
-            m.as_mut_ptr(),
-            v.as_mut_ptr(),
-            s.as_mut_ptr(),
-            n,
-            lr,
-            cfg.betas.0,
-            cfg.betas.1,
-            cfg.weight_decay,
-            cfg.eps,
-            i32::from(cfg.kind == OptimizerKind::Adamw),
-            scale_ptr,
-            inf_ptr,
-            err.as_mut_ptr(),
-            err.len(),
-        )
-    };
-    if rc != 0 {
-        let bytes: Vec<u8> = err
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        return Err(TrainError::Optimizer(
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ));
-    }
-    Ok(())
 }
 
 /// Dynamic loss scaling for float16 mixed precision, kept entirely on the device: the scale
@@ -369,23 +345,31 @@ impl GradScaler {
     }
 
     /// Sets `found_inf` from `grads`.
-    pub fn check(&self, grads: &[&Tensor]) {
+    ///
+    /// # Errors
+    /// A libtorch failure (gradients on another device).
+    pub fn check(&self, grads: &[&Tensor]) -> Result<(), TrainError> {
         let mut bad = Tensor::zeros([], (Kind::Float, self.scale.device()));
         for g in grads {
-            bad += g.isfinite().logical_not().any().to_kind(Kind::Float);
+            bad += g.f_isfinite()?.logical_not().any().to_kind(Kind::Float);
         }
         let mut found = self.found_inf.shallow_clone();
-        found.copy_(&bad.clamp_max(1.0));
+        found.f_copy_(&bad.clamp_max(1.0))?;
+        Ok(())
     }
 
     /// Adapts the scale after a step.
-    pub fn update(&mut self) {
+    ///
+    /// # Errors
+    /// A libtorch failure.
+    pub fn update(&mut self) -> Result<(), TrainError> {
         let ok = 1.0 - &self.found_inf; // 1 when finite
         let tracker = (&self.growth_tracker + 1.0) * &ok;
         let grow = tracker.ge(self.growth_interval).to_kind(Kind::Float);
         let factor = &ok * (1.0 + &grow) + &self.found_inf * 0.5;
-        let _ = self.scale.g_mul_(&factor);
-        self.growth_tracker.copy_(&(tracker * (1.0 - grow)));
+        let _ = self.scale.f_mul_(&factor)?;
+        self.growth_tracker.f_copy_(&(tracker * (1.0 - grow)))?;
+        Ok(())
     }
 }
 
@@ -436,6 +420,7 @@ mod tests {
     }
 
     fn fused_matches_reference(kind: OptimizerKind) {
+        let _rng = crate::tests_rng_lock();
         tch::manual_seed(11);
         let cfg = AdamConfig::new(kind, 0.1);
         let shapes: [&[i64]; 3] = [&[5, 3], &[7], &[2, 2, 2]];
@@ -453,7 +438,7 @@ mod tests {
             .iter()
             .map(|(_, p)| (p.detach().copy(), p.zeros_like(), p.zeros_like()))
             .collect();
-        let mut opt = Adam::new(
+        let mut opt = Adam::single(
             params
                 .iter()
                 .map(|(n, p)| (n.clone(), p.shallow_clone()))
@@ -461,7 +446,7 @@ mod tests {
             cfg,
         );
         for step in 1..=4u64 {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             let grads: Vec<Tensor> = params.iter().map(|(_, p)| Tensor::randn_like(p)).collect();
             let loss: Tensor = params
                 .iter()
@@ -470,7 +455,7 @@ mod tests {
                 .sum();
             loss.backward();
             let lr = 0.05 * step as f64;
-            opt.step(lr).unwrap();
+            opt.step(&[lr], None).unwrap();
             for ((p, m, v), g) in refs.iter_mut().zip(&grads) {
                 reference_step(p, g, m, v, step, lr, &cfg);
             }
@@ -500,28 +485,40 @@ mod tests {
         let cfg = AdamConfig::new(OptimizerKind::Adam, 0.0);
         let make = || Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
         let (p, q) = (make(), make());
-        let mut plain = Adam::new(vec![("w".into(), p.shallow_clone())], cfg);
-        let mut scaled = Adam::new(vec![("w".into(), q.shallow_clone())], cfg);
+        let mut plain = Adam::single(vec![("w".into(), p.shallow_clone())], cfg);
+        let mut scaled = Adam::single(vec![("w".into(), q.shallow_clone())], cfg);
         let mut scaler = GradScaler::new(Device::Cpu);
         let target = Tensor::from_slice(&[0.5f32, 0.5, 0.5]);
         (&p - &target).square().sum(Kind::Float).backward();
-        plain.step(0.1).unwrap();
+        plain.step(&[0.1], None).unwrap();
         scaler
             .scale_loss(&(&q - &target).square().sum(Kind::Float))
             .backward();
-        scaled.step_scaled(0.1, Some(&mut scaler)).unwrap();
+        scaled
+            .step(&[0.1], Some(std::slice::from_mut(&mut scaler)))
+            .unwrap();
         assert!(p.allclose(&q, 1e-6, 1e-7, false), "{p} vs {q}");
         assert_eq!(scaler.scale.double_value(&[]), 65536.0);
 
         // An infinite gradient: weights unchanged, scale halved.
         let before = q.detach().copy();
-        scaled.zero_grad();
+        scaled.zero_grad().unwrap();
         (&q * f64::INFINITY).sum(Kind::Float).backward();
-        scaled.step_scaled(0.1, Some(&mut scaler)).unwrap();
+        scaled
+            .step(&[0.1], Some(std::slice::from_mut(&mut scaler)))
+            .unwrap();
         assert!(
             q.equal(&before),
             "a non-finite step must not change the weights"
         );
+        // Nor the step counter: the next good step is Adam's second, as in PyTorch.
+        let step = |opt: &Adam| {
+            opt.member_state(0)
+                .iter()
+                .find(|(n, _)| n == "step.w")
+                .map(|(_, t)| t.double_value(&[]))
+        };
+        assert_eq!(step(&scaled), Some(1.0));
         assert_eq!(scaler.found_inf.double_value(&[]), 1.0);
         assert_eq!(scaler.scale.double_value(&[]), 32768.0);
     }
@@ -529,31 +526,32 @@ mod tests {
     #[test]
     fn state_round_trip() {
         let p = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let mut opt = Adam::new(
+        let mut opt = Adam::single(
             vec![("w".into(), p.shallow_clone())],
             AdamConfig::new(OptimizerKind::Adam, 0.0),
         );
         (&p * 2.0).sum(Kind::Float).backward();
-        opt.step(0.1).unwrap();
-        let state = opt.state();
+        opt.step(&[0.1], None).unwrap();
+        let state = opt.member_state(0);
         let q = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let mut other = Adam::new(
+        let mut other = Adam::single(
             vec![("w".into(), q)],
             AdamConfig::new(OptimizerKind::Adam, 0.0),
         );
-        other.load_state(&state).unwrap();
+        other.load_member_state(0, &state).unwrap();
         assert_eq!(other.steps(), 1);
-        let exp_avg = &other.state()[0].1;
+        let exp_avg = &other.member_state(0)[0].1;
         assert!(exp_avg.allclose(
             &Tensor::full([3], 0.2, (Kind::Float, Device::Cpu)),
             1e-6,
             1e-7,
             false
         ));
-        let mut wrong = Adam::new(
+        let mut wrong = Adam::single(
             vec![("w".into(), Tensor::ones([4], (Kind::Float, Device::Cpu)))],
             AdamConfig::new(OptimizerKind::Adam, 0.0),
         );
-        assert!(wrong.load_state(&state).is_err());
+        assert!(wrong.load_member_state(0, &state).is_err());
+        assert!(other.load_member_state(1, &state).is_err());
     }
 }

@@ -7,10 +7,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use gpt_rope::ensemble::MemberParam;
+use gpt_rope::MemberParam;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
-use trainer::ensemble::{EnsembleAdam, EnsembleOptions, compatible, run_ensemble};
+use trainer::config::batching::compatible;
 use trainer::optim::{Adam, AdamConfig};
 use trainer::{DeviceChoice, GeometrySchedule, OptimizerKind, RunConfig, RunOptions, TrainError};
 
@@ -83,6 +83,21 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
+fn quiet() -> RunOptions {
+    RunOptions {
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+/// Every member's summary, or the first error.
+fn run_ensemble(
+    cfgs: Vec<RunConfig>,
+    opts: RunOptions,
+) -> Result<Vec<trainer::RunSummary>, TrainError> {
+    trainer::run_members(cfgs, opts)?.into_iter().collect()
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-6
 }
@@ -95,26 +110,10 @@ fn three_batched_members_equal_three_separate_runs() {
     let separate = members(root, "separate");
     let mut summaries = Vec::new();
     for cfg in separate.clone() {
-        summaries.push(
-            trainer::run(
-                cfg,
-                RunOptions {
-                    quiet: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-        );
+        summaries.push(trainer::run(cfg, quiet()).unwrap());
     }
     let batched = members(root, "batched");
-    let got = run_ensemble(
-        batched.clone(),
-        EnsembleOptions {
-            quiet: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let got = run_ensemble(batched.clone(), quiet()).unwrap();
     assert_eq!(got.len(), 3);
 
     for (k, (sep, bat)) in separate.iter().zip(&batched).enumerate() {
@@ -271,13 +270,13 @@ fn per_member_fused_adam_equals_separate_adams() {
             })
             .collect()
     };
-    let mut ens = EnsembleAdam::new((0..k).map(member_params).collect(), cfgs.to_vec()).unwrap();
-    assert!(EnsembleAdam::new(vec![member_params(0)], cfgs.to_vec()).is_err());
+    let mut ens = Adam::new((0..k).map(member_params).collect(), cfgs.to_vec()).unwrap();
+    assert!(Adam::new(vec![member_params(0)], cfgs.to_vec()).is_err());
     let mut opts: Vec<Adam> = singles
         .iter()
         .zip(&cfgs)
         .map(|(ps, c)| {
-            Adam::new(
+            Adam::single(
                 ps.iter()
                     .map(|(n, p)| (n.clone(), p.shallow_clone()))
                     .collect(),
@@ -287,7 +286,7 @@ fn per_member_fused_adam_equals_separate_adams() {
         .collect();
     for step in 1..=4 {
         let grads: Vec<Tensor> = stacked.iter().map(|(_, p)| Tensor::randn_like(p)).collect();
-        ens.zero_grad();
+        ens.zero_grad().unwrap();
         let n = stacked.len();
         let shared: Tensor = stacked[..n - 1]
             .iter()
@@ -303,14 +302,14 @@ fn per_member_fused_adam_equals_separate_adams() {
         let lrs = [0.01 * step as f64, 0.02, 0.005 * step as f64];
         ens.step(&lrs, None).unwrap();
         for (m, opt) in opts.iter_mut().enumerate() {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             let loss: Tensor = singles[m]
                 .iter()
                 .zip(&grads)
                 .map(|((_, p), g)| (p * g.get(m as i64)).sum(Kind::Float))
                 .sum();
             loss.backward();
-            opt.step(lrs[m]).unwrap();
+            opt.step(&[lrs[m]], None).unwrap();
         }
     }
     for m in 0..k {
@@ -323,7 +322,7 @@ fn per_member_fused_adam_equals_separate_adams() {
             let d = (value - q).abs().max().double_value(&[]);
             assert!(d < 1e-6, "member {m} `{name}` differs by {d:e}");
         }
-        let want = opts[m as usize].state();
+        let want = opts[m as usize].member_state(0);
         let got = ens.member_state(m as usize);
         assert_eq!(got.len(), want.len());
         for ((gn, gt), (wn, wt)) in got.iter().zip(&want) {
@@ -376,7 +375,7 @@ fn incompatible_configurations_are_rejected_naming_the_key() {
         let msg = compatible(&base, &cfg).expect_err(key);
         assert!(msg.contains(&format!("`{key}`")), "{key}: {msg}");
         // run_ensemble rejects the pair before touching the disk.
-        match run_ensemble(vec![base.clone(), cfg], EnsembleOptions::default()) {
+        match run_ensemble(vec![base.clone(), cfg], RunOptions::default()) {
             Err(TrainError::Config { reason, .. }) => {
                 assert!(reason.contains(&format!("`{key}`")), "{key}: {reason}")
             }
@@ -384,11 +383,82 @@ fn incompatible_configurations_are_rejected_naming_the_key() {
         }
     }
     // Two members may not share a run directory.
-    match run_ensemble(vec![base.clone(), base], EnsembleOptions::default()) {
+    match run_ensemble(vec![base.clone(), base], RunOptions::default()) {
         Err(TrainError::Config { reason, .. }) => {
             assert!(reason.contains("`save_dir`"), "{reason}")
         }
         other => panic!("expected a config error, got {other:?}"),
     }
-    assert!(run_ensemble(vec![], EnsembleOptions::default()).is_err());
+    assert!(run_ensemble(vec![], RunOptions::default()).is_err());
+}
+
+#[test]
+fn batched_members_resume_like_single_runs() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let with_epochs = |prefix: &str, epochs: usize| -> Vec<RunConfig> {
+        let mut cfgs = members(root, prefix);
+        for c in &mut cfgs {
+            c.train.epochs = epochs;
+        }
+        cfgs
+    };
+    run_ensemble(with_epochs("whole", 5), quiet()).unwrap();
+    run_ensemble(with_epochs("resumed", 2), quiet()).unwrap();
+    let resumed = run_ensemble(
+        with_epochs("resumed", 5),
+        RunOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert!(
+        resumed
+            .iter()
+            .all(|s| s.epochs == 5 && s.epochs_this_run == 3)
+    );
+    for (whole, part) in with_epochs("whole", 5)
+        .iter()
+        .zip(&with_epochs("resumed", 5))
+    {
+        let (a, b) = (
+            read_rows(&whole.train.save_dir),
+            read_rows(&part.train.save_dir),
+        );
+        assert_eq!(a.len(), b.len(), "{}", part.train.save_dir.display());
+        for (ra, rb) in a.iter().zip(&b) {
+            assert_eq!(ra, rb, "{}", part.train.save_dir.display());
+        }
+    }
+
+    // Members saved at different points cannot resume together.
+    let mut mixed = with_epochs("mixed", 2);
+    run_ensemble(mixed.clone(), quiet()).unwrap();
+    let mut longer = mixed[0].clone();
+    longer.train.epochs = 3;
+    trainer::run(
+        longer,
+        RunOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    for c in &mut mixed {
+        c.train.epochs = 4;
+    }
+    match run_ensemble(
+        mixed,
+        RunOptions {
+            resume: true,
+            ..quiet()
+        },
+    ) {
+        Err(TrainError::Checkpoint(msg)) => {
+            assert!(msg.contains("mixed_a") && msg.contains("epoch 2"), "{msg}")
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
 }

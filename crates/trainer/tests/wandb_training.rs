@@ -55,9 +55,9 @@ fn train_with_wandb(
     let mut extra_sinks: Vec<Box<dyn MetricsSink>> = vec![Box::new(sink)];
     let opts = RunOptions {
         extra_sinks: {
-            let mut all = opts.extra_sinks;
+            let mut all = opts.extra_sinks.into_iter().next().unwrap_or_default();
             all.append(&mut extra_sinks);
-            all
+            vec![all]
         },
         quiet: true,
         ..opts
@@ -423,7 +423,7 @@ fn a_run_failing_before_training_marks_the_wandb_run_failed() {
     let outcome = trainer::run(
         bad,
         RunOptions {
-            extra_sinks: vec![Box::new(sink)],
+            extra_sinks: vec![vec![Box::new(sink)]],
             ..quiet()
         },
     );
@@ -467,15 +467,16 @@ fn each_ensemble_member_streams_to_its_own_wandb_run() {
         handles.push(sink.report_handle());
         sinks.push(vec![Box::new(sink) as Box<dyn MetricsSink>]);
     }
-    let summaries = trainer::ensemble::run_ensemble(
+    let summaries = trainer::run_members(
         cfgs.clone(),
-        trainer::ensemble::EnsembleOptions {
+        RunOptions {
             extra_sinks: sinks,
             quiet: true,
             ..Default::default()
         },
     )
     .expect("ensemble");
+    assert!(summaries.iter().all(Result::is_ok), "{summaries:?}");
     assert_eq!(summaries.len(), 2);
     let mut run_ids = Vec::new();
     for ((cfg, server), handle) in cfgs.iter().zip(&servers).zip(&handles) {

@@ -1,0 +1,84 @@
+// The few libtorch calls the trainer needs that tch does not bind:
+// - one call into the fused Adam/AdamW kernels (`at::_fused_adam_`, `at::_fused_adamw_`): a whole
+//   optimiser step in a single pass over each parameter, instead of about ten elementwise kernels;
+// - dropping gradients (`zero_grad(set_to_none=True)`).
+//
+// Tensors arrive as the `at::Tensor*` handles tch wraps; the functions below mutate the tensors
+// behind them (parameters, moments, step counters, gradients) although Rust holds them as
+// `&Tensor`. Every exception is caught here, whatever its type (a C++ exception must not unwind
+// into Rust), and returned as text.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_fused_adam.h>
+#include <ATen/ops/_fused_adamw.h>
+
+#include <cstdio>
+#include <exception>
+#include <optional>
+#include <vector>
+
+namespace {
+
+// Runs `body`, turning any exception into a message in `err` and the return value 1.
+template <typename F>
+int guarded(char *err, size_t err_len, F &&body) {
+  try {
+    body();
+    return 0;
+  } catch (const std::exception &e) {
+    if (err != nullptr && err_len > 0) std::snprintf(err, err_len, "%s", e.what());
+  } catch (...) {
+    if (err != nullptr && err_len > 0) std::snprintf(err, err_len, "unknown C++ exception");
+  }
+  return 1;
+}
+
+}  // namespace
+
+extern "C" int trainer_fused_adam(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_avgs,
+                                  at::Tensor **exp_avg_sqs, at::Tensor **state_steps, size_t n,
+                                  double lr, double beta1, double beta2, double weight_decay,
+                                  double eps, int decoupled, at::Tensor *grad_scale,
+                                  at::Tensor *found_inf, char *err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<at::Tensor> p, g, m, v, s, none;
+    p.reserve(n);
+    g.reserve(n);
+    m.reserve(n);
+    v.reserve(n);
+    s.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      p.push_back(*params[i]);
+      g.push_back(*grads[i]);
+      m.push_back(*exp_avgs[i]);
+      v.push_back(*exp_avg_sqs[i]);
+      s.push_back(*state_steps[i]);
+    }
+    // With loss scaling the kernel divides the gradients by `grad_scale` and leaves the weights
+    // and moments untouched when `found_inf` is non-zero, without a host synchronisation.
+    std::optional<at::Tensor> scale, inf;
+    if (grad_scale != nullptr) scale = *grad_scale;
+    if (found_inf != nullptr) inf = *found_inf;
+    if (decoupled) {
+      at::_fused_adamw_(p, g, m, v, none, s, lr, beta1, beta2, weight_decay, eps,
+                        /*amsgrad=*/false, /*maximize=*/false, scale, inf);
+    } else {
+      at::_fused_adam_(p, g, m, v, none, s, lr, beta1, beta2, weight_decay, eps,
+                       /*amsgrad=*/false, /*maximize=*/false, scale, inf);
+    }
+    // The caller advanced the step counters before the call; a skipped (overflowed) step must
+    // not count, so they go back by `found_inf` (0 or 1), on the device, as PyTorch's fused Adam
+    // does after its kernel.
+    if (inf.has_value()) {
+      for (auto &step : s) step.sub_(*inf);
+    }
+  });
+}
+
+// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`): the next backward
+// pass then stores its fresh gradient tensors instead of adding them into zeroed buffers, which
+// saves a zeroing pass and an accumulation pass over every gradient per step.
+extern "C" int trainer_clear_grads(at::Tensor **params, size_t n, char *err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    for (size_t i = 0; i < n; ++i) params[i]->mutable_grad().reset();
+  });
+}

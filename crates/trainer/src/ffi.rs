@@ -1,0 +1,175 @@
+//! Safe wrappers over the C++ shim (`csrc/shim.cpp`): the libtorch calls tch does not bind.
+//!
+//! Every shim function catches all C++ exceptions and reports them as text; here they become
+//! [`TrainError::Optimizer`]. Tensors cross as the `at::Tensor*`
+//! handles tch wraps: the shim mutates what they point to (parameters, moments, step counters,
+//! gradients) even where Rust holds them as `&Tensor`, which is what tch's own
+//! in-place methods do too.
+
+use std::ffi::c_char;
+
+use tch::Tensor;
+
+use crate::TrainError;
+
+unsafe extern "C" {
+    fn trainer_fused_adam(
+        params: *mut *mut torch_sys::C_tensor,
+        grads: *mut *mut torch_sys::C_tensor,
+        exp_avgs: *mut *mut torch_sys::C_tensor,
+        exp_avg_sqs: *mut *mut torch_sys::C_tensor,
+        state_steps: *mut *mut torch_sys::C_tensor,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        decoupled: i32,
+        grad_scale: *mut torch_sys::C_tensor,
+        found_inf: *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn trainer_clear_grads(
+        params: *mut *mut torch_sys::C_tensor,
+        n: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+}
+
+/// A buffer for the shim's error text.
+struct ErrBuf(Vec<c_char>);
+
+impl ErrBuf {
+    fn new() -> Self {
+        Self(vec![0; 512])
+    }
+
+    fn ptr(&mut self) -> *mut c_char {
+        self.0.as_mut_ptr()
+    }
+
+    /// `Ok` for a zero return code, else the message the shim wrote.
+    fn check(&self, rc: i32) -> Result<(), String> {
+        if rc == 0 {
+            return Ok(());
+        }
+        let bytes: Vec<u8> = self
+            .0
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        Err(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+fn handles(ts: &[&Tensor]) -> Vec<*mut torch_sys::C_tensor> {
+    ts.iter().map(|t| t.as_ptr() as *mut _).collect()
+}
+
+/// The tensors of one fused optimiser call: parameters with their gradients, moments and step
+/// counters, index by index.
+#[derive(Debug)]
+pub struct FusedGroup<'a> {
+    /// Parameters, updated in place.
+    pub params: &'a [&'a Tensor],
+    /// Their gradients.
+    pub grads: &'a [&'a Tensor],
+    /// First moments, updated in place.
+    pub exp_avgs: &'a [&'a Tensor],
+    /// Second moments, updated in place.
+    pub exp_avg_sqs: &'a [&'a Tensor],
+    /// Step counters (float32 scalars), already incremented for this step; with a loss scale
+    /// they are decremented again when the step is skipped.
+    pub steps: &'a [&'a Tensor],
+}
+
+/// Hyper-parameters of one fused call.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedHyper {
+    /// Learning rate.
+    pub lr: f64,
+    /// β₁, β₂.
+    pub betas: (f64, f64),
+    /// λ.
+    pub weight_decay: f64,
+    /// ε.
+    pub eps: f64,
+    /// AdamW (decoupled decay) rather than Adam (coupled L2).
+    pub decoupled: bool,
+}
+
+/// One call into libtorch's fused Adam/AdamW kernel over `group`; with `scale` = (loss scale,
+/// found_inf), the gradients are divided by the scale and a step with `found_inf` ≠ 0 changes
+/// nothing (its step counters are taken back).
+///
+/// # Errors
+/// [`TrainError::Optimizer`] when the lists differ in length or libtorch rejects the update.
+pub fn fused_adam(
+    group: &FusedGroup<'_>,
+    hyper: FusedHyper,
+    scale: Option<(&Tensor, &Tensor)>,
+) -> Result<(), TrainError> {
+    let n = group.params.len();
+    let lists = [group.grads, group.exp_avgs, group.exp_avg_sqs, group.steps];
+    if lists.iter().any(|l| l.len() != n) {
+        return Err(TrainError::Optimizer(format!(
+            "fused Adam: {n} parameters but {:?} gradients/moments/steps",
+            lists.map(<[&Tensor]>::len)
+        )));
+    }
+    let (mut p, mut g, mut m, mut v, mut s) = (
+        handles(group.params),
+        handles(group.grads),
+        handles(group.exp_avgs),
+        handles(group.exp_avg_sqs),
+        handles(group.steps),
+    );
+    let (scale_ptr, inf_ptr) = match scale {
+        Some((sc, inf)) => (sc.as_ptr() as *mut _, inf.as_ptr() as *mut _),
+        None => (std::ptr::null_mut(), std::ptr::null_mut()),
+    };
+    let mut err = ErrBuf::new();
+    // SAFETY: every pointer is a live `at::Tensor*` borrowed by `group` or `scale` for the
+    // duration of the call (the kernel mutates parameters, moments and step counters through
+    // them); the five arrays hold `n` entries each (checked above); `err` has 512 bytes and the
+    // shim writes a NUL-terminated string within them.
+    let rc = unsafe {
+        trainer_fused_adam(
+            p.as_mut_ptr(),
+            g.as_mut_ptr(),
+            m.as_mut_ptr(),
+            v.as_mut_ptr(),
+            s.as_mut_ptr(),
+            n,
+            hyper.lr,
+            hyper.betas.0,
+            hyper.betas.1,
+            hyper.weight_decay,
+            hyper.eps,
+            i32::from(hyper.decoupled),
+            scale_ptr,
+            inf_ptr,
+            err.ptr(),
+            512,
+        )
+    };
+    err.check(rc).map_err(TrainError::Optimizer)
+}
+
+/// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`).
+///
+/// # Errors
+/// [`TrainError::Optimizer`] when libtorch fails (it does not for live leaf tensors).
+pub fn clear_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Result<(), TrainError> {
+    let params: Vec<&Tensor> = params.into_iter().collect();
+    let mut ptrs = handles(&params);
+    let mut err = ErrBuf::new();
+    // SAFETY: every pointer is a live `at::Tensor*` borrowed for the duration of the call; the
+    // shim only resets each tensor's gradient.
+    let rc = unsafe { trainer_clear_grads(ptrs.as_mut_ptr(), ptrs.len(), err.ptr(), 512) };
+    err.check(rc).map_err(TrainError::Optimizer)
+}
