@@ -15,16 +15,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use trainer::{RunConfig, RunOptions, TrainError};
 
 /// Trains the paper's toy model: a GPT-2-like transformer with rotary embeddings on a synthetic
 /// knowledge graph with a functor between two isomorphic categories.
 ///
-/// Any configuration key can be given as a flag, e.g. `--num_entities 20 --n_layer 2`
-/// (see `configs/default.toml` for the keys).
+/// Every configuration key is also a flag, `--key value` or `--key=value`, in snake or kebab case
+/// (`--lr 1e-3`, `--num-entities 20`); a boolean key without a value means true. The keys are
+/// listed below (`--help`) and documented in configs/default.toml.
 #[derive(Debug, Parser)]
-#[command(name = "train", version, rename_all = "snake_case")]
+#[command(
+    name = "train",
+    version,
+    rename_all = "snake_case",
+    after_long_help = config_keys_help()
+)]
 struct Cli {
     /// TOML configuration file (tables data, model, train and wandb).
     #[arg(long)]
@@ -39,58 +45,17 @@ struct Cli {
     /// warmup_steps, optimizer, logging, save_dir, wandb). Other flags apply to every member.
     #[arg(long, num_args = 1.., value_name = "CONFIG", conflicts_with_all = ["config", "resume"])]
     ensemble: Vec<PathBuf>,
-    /// Dataset directory (generated from the data table when it holds no dataset).
-    #[arg(long)]
-    data_dir: Option<String>,
-    /// Run directory: config, metrics, checkpoints, plots.
-    #[arg(long)]
-    save_dir: Option<String>,
-    /// Passes over the training set.
-    #[arg(long)]
-    epochs: Option<String>,
-    /// Rows per optimiser step.
-    #[arg(long)]
-    batch_size: Option<String>,
-    /// Learning rate.
-    #[arg(long)]
-    lr: Option<String>,
-    /// Weight decay (coupled L2 for adam, decoupled for adamw).
-    #[arg(long)]
-    weight_decay: Option<String>,
-    /// Seed of initialisation, shuffles and dropout.
-    #[arg(long)]
-    seed: Option<String>,
-    /// Model width.
-    #[arg(long)]
-    d_model: Option<String>,
-    /// Transformer blocks.
-    #[arg(long)]
-    n_layer: Option<String>,
-    /// Attention heads.
-    #[arg(long)]
-    n_head: Option<String>,
-    /// Linear warm-up steps.
-    #[arg(long)]
-    warmup_steps: Option<String>,
-    /// Print the evaluation table every N epochs.
-    #[arg(long)]
-    eval_every: Option<String>,
-    /// Checkpoint every N epochs (0 = never).
-    #[arg(long)]
-    save_every: Option<String>,
-    /// cpu, cuda or auto.
-    #[arg(long)]
-    device: Option<String>,
-    /// Do not log to Weights & Biases.
+    /// Do not log to Weights & Biases (the original's flag; same as --use_wandb false).
     #[arg(long)]
     no_wandb: bool,
-    /// W&B project (WANDB_PROJECT wins).
+    /// W&B project (the original's flag for `project`; WANDB_PROJECT wins).
     #[arg(long)]
     wandb_project: Option<String>,
-    /// W&B run name (WANDB_RUN_NAME / WANDB_NAME win).
+    /// W&B run name (the original's flag for `run_name`; WANDB_RUN_NAME / WANDB_NAME win).
     #[arg(long)]
     wandb_run: Option<String>,
-    /// Any other configuration key, as KEY=VALUE (repeatable).
+    /// A configuration key, as KEY=VALUE (repeatable; also `table.key=value`). Every key is also
+    /// a flag of its own.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Print the resolved configuration as TOML and exit.
@@ -101,40 +66,32 @@ struct Cli {
     quiet: bool,
 }
 
-/// Flags that clap knows by name; every other `--key` that is a configuration key becomes
-/// `--set key=value`.
-const EXPLICIT: &[&str] = &[
-    "config",
-    "resume",
-    "ensemble",
-    "data_dir",
-    "save_dir",
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "seed",
-    "d_model",
-    "n_layer",
-    "n_head",
-    "warmup_steps",
-    "eval_every",
-    "save_every",
-    "device",
-    "no_wandb",
-    "wandb_project",
-    "wandb_run",
-    "set",
-    "print_config",
-    "quiet",
-    "help",
-    "version",
-];
+/// The configuration keys as `train --help` lists them, from their one definition.
+fn config_keys_help() -> String {
+    let mut out = String::from("Configuration keys (each is a flag: --KEY VALUE):\n");
+    let mut table = "";
+    for f in trainer::config::fields::FIELDS {
+        if f.table != table {
+            table = f.table;
+            out.push_str(&format!("\n  [{table}]\n"));
+        }
+        out.push_str(&format!("  --{:<24} {}\n", f.flat, f.doc));
+    }
+    out
+}
 
-/// Normalises `--kebab-case` to `--snake_case` and turns generic config keys into `--set`.
+/// Normalises `--kebab-case` to `--snake_case` and turns every configuration key into
+/// `--set key=value` (a boolean key without a value is `true`); the program's own flags pass
+/// through to clap.
 fn rewrite_args(args: Vec<OsString>) -> Vec<OsString> {
+    let command = Cli::command();
+    let own: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .chain(["help".to_string(), "version".to_string()])
+        .collect();
     let mut out = Vec::with_capacity(args.len());
-    let mut iter = args.into_iter();
+    let mut iter = args.into_iter().peekable();
     if let Some(program) = iter.next() {
         out.push(program);
     }
@@ -151,15 +108,22 @@ fn rewrite_args(args: Vec<OsString>) -> Vec<OsString> {
             Some((n, v)) => (n.replace('-', "_"), Some(v.to_owned())),
             None => (text.replace('-', "_"), None),
         };
-        if EXPLICIT.contains(&name.as_str()) || !RunConfig::is_key(&name) {
+        let field = trainer::config::fields::find(&name);
+        if own.contains(&name) || field.is_none() {
             out.push(match value {
                 Some(v) => format!("--{name}={v}").into(),
                 None => format!("--{name}").into(),
             });
             continue;
         }
+        let bare_bool = field.is_some_and(|f| f.kind == trainer::config::fields::ValueKind::Bool)
+            && iter
+                .peek()
+                .and_then(|next| next.to_str())
+                .is_none_or(|next| next.starts_with("--"));
         let value = match value {
             Some(v) => Some(v),
+            None if bare_bool => Some("true".to_string()),
             None => iter.next().and_then(|v| v.into_string().ok()),
         };
         out.push("--set".into());
@@ -211,38 +175,23 @@ fn resolve_members(cli: &Cli) -> Result<Vec<RunConfig>> {
     Ok(vec![cfg])
 }
 
-/// Applies the named flags, `--set`, `--no_wandb` and `--resume`'s directory to `cfg`, then
-/// validates it.
+/// Applies the configuration flags (`--set`, in order), the original's W&B flags and
+/// `--no_wandb` to `cfg`, then validates it.
 fn apply_flags(cli: &Cli, cfg: &mut RunConfig) -> Result<()> {
-    let named = [
-        ("data_dir", &cli.data_dir),
-        ("save_dir", &cli.save_dir),
-        ("epochs", &cli.epochs),
-        ("batch_size", &cli.batch_size),
-        ("lr", &cli.lr),
-        ("weight_decay", &cli.weight_decay),
-        ("train.seed", &cli.seed),
-        ("d_model", &cli.d_model),
-        ("n_layer", &cli.n_layer),
-        ("n_head", &cli.n_head),
-        ("warmup_steps", &cli.warmup_steps),
-        ("eval_every", &cli.eval_every),
-        ("save_every", &cli.save_every),
-        ("device", &cli.device),
-        ("project", &cli.wandb_project),
-        ("run_name", &cli.wandb_run),
-    ];
-    for (key, value) in named {
-        if let Some(v) = value {
-            let flag = format!("--{}", key.trim_start_matches("train."));
-            cfg.set(key, v, &flag)?;
-        }
-    }
     for kv in &cli.set {
         let (key, value) = kv
             .split_once('=')
             .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
         cfg.set(key, value, &format!("--{key}"))?;
+    }
+    let originals = [
+        ("project", "--wandb_project", &cli.wandb_project),
+        ("run_name", "--wandb_run", &cli.wandb_run),
+    ];
+    for (key, flag, value) in originals {
+        if let Some(v) = value {
+            cfg.set(key, v, flag)?;
+        }
     }
     if cli.no_wandb {
         cfg.wandb.use_wandb = false;
@@ -389,14 +338,58 @@ mod tests {
                 "train",
                 "--set",
                 "num_entities=20",
-                "--lr=1e-3",
+                "--set",
+                "lr=1e-3",
                 "--set",
                 "include_f_inverse=true",
-                "--batch_size",
-                "32",
+                "--set",
+                "batch_size=32",
                 "--no_wandb"
             ]
         );
+        // A boolean key without a value is true and does not swallow the next flag.
+        let out = rewrite_args(args(&[
+            "train",
+            "--include_f_inverse",
+            "--epochs",
+            "5",
+            "--plots",
+        ]));
+        let out: Vec<String> = out.into_iter().map(|s| s.into_string().unwrap()).collect();
+        assert_eq!(
+            out,
+            [
+                "train",
+                "--set",
+                "include_f_inverse=true",
+                "--set",
+                "epochs=5",
+                "--set",
+                "plots=true"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_help_lists_every_configuration_key_and_the_flags_resolve_to_them() {
+        let help = Cli::command().render_long_help().to_string();
+        for f in trainer::config::fields::FIELDS {
+            assert!(
+                help.contains(&format!("--{}", f.flat)),
+                "--{} not in --help",
+                f.flat
+            );
+            // Each key's flag reaches its field.
+            let value = match f.kind {
+                trainer::config::fields::ValueKind::Bool => "true",
+                trainer::config::fields::ValueKind::List => "[1, 2]",
+                trainer::config::fields::ValueKind::Number => "3",
+                trainer::config::fields::ValueKind::Text => "x",
+            };
+            let out = rewrite_args(args(&["train", &format!("--{}", f.flat), value]));
+            assert_eq!(out[1], "--set", "--{}", f.flat);
+            assert_eq!(out[2], OsString::from(format!("{}={value}", f.flat)));
+        }
     }
 
     #[test]

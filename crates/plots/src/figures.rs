@@ -10,7 +10,9 @@ use crate::chart::{
 };
 use crate::error::{PlotError, Result};
 use crate::render::{PlotFiles, write_figure};
-use crate::series::{FACT_TYPES, PcaSnapshot, RunMetrics, Series};
+use run_config::keys::{self, TypeMetric, geom};
+
+use crate::series::{PcaSnapshot, RunMetrics, Series};
 
 const STEP_LABEL: &str = "optimiser step (log scale)";
 
@@ -72,7 +74,7 @@ pub fn accuracy_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFil
     p.marks.push(line(
         "train (batch)",
         "#222222",
-        points(m.get("train/ACC_last")),
+        points(m.get(keys::TRAIN_ACC_LAST)),
         false,
     ));
     for (i, t) in m.fact_types().iter().enumerate() {
@@ -80,7 +82,7 @@ pub fn accuracy_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFil
         p.marks.push(line(
             &name,
             &c,
-            points(m.get(&format!("val_ACC/{t}"))),
+            points(m.get(&keys::per_type_name(TypeMetric::Acc, t))),
             dashed,
         ));
     }
@@ -109,7 +111,7 @@ pub fn loss_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFiles> 
     p.marks.push(line(
         "train (batch)",
         "#222222",
-        points(m.get("train/CE_last")),
+        points(m.get(keys::TRAIN_CE_LAST)),
         false,
     ));
     for (i, t) in m.fact_types().iter().enumerate() {
@@ -117,7 +119,7 @@ pub fn loss_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFiles> 
         p.marks.push(line(
             &name,
             &c,
-            points(m.get(&format!("val_CE/{t}"))),
+            points(m.get(&keys::per_type_name(TypeMetric::Ce, t))),
             dashed,
         ));
     }
@@ -148,8 +150,8 @@ pub fn energy_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFiles
         Axis::new("Dirichlet energy", Scale::Linear).color(energy_c),
     );
     p.legend = LegendPos::Below;
-    let e = points(m.get("geom/dirichlet_energy"));
-    let eh = points(m.get("geom/dirichlet_energy_head"));
+    let e = points(m.get(geom::DIRICHLET_ENERGY));
+    let eh = points(m.get(geom::DIRICHLET_ENERGY_HEAD));
     if e.is_empty() && eh.is_empty() {
         return Err(no_data("energy (no geom/dirichlet_energy values)"));
     }
@@ -168,7 +170,7 @@ pub fn energy_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFiles
     p.marks.push(Mark::Line {
         label: Some("OOD analogical accuracy".to_string()),
         color: acc_c.to_string(),
-        points: points(m.get("val_ACC/ood_analogical")),
+        points: points(m.get(keys::OOD_ANALOGICAL_ACC)),
         dashed: false,
         right_axis: true,
     });
@@ -189,51 +191,56 @@ const GEOMETRY: [GeomPanel; 9] = [
         "Dirichlet energy",
         "energy",
         &[
-            ("geom/dirichlet_energy", "input embeddings", false),
-            ("geom/dirichlet_energy_head", "head rows", true),
+            (geom::DIRICHLET_ENERGY, "input embeddings", false),
+            (geom::DIRICHLET_ENERGY_HEAD, "head rows", true),
         ],
     ),
     (
         "Translation consistency",
         "1 / (1 + var t)",
-        &[("geom/translation_consistency", "", false)],
+        &[(geom::TRANSLATION_CONSISTENCY, "", false)],
     ),
     (
         "Parallelogram score",
         "mean cos",
-        &[("geom/parallelogram", "", false)],
+        &[(geom::PARALLELOGRAM, "", false)],
     ),
     (
         "Analogy-addition score",
         "mean cos",
-        &[("geom/analogy_addition", "", false)],
+        &[(geom::ANALOGY_ADDITION, "", false)],
     ),
-    ("Isometry", "Pearson r", &[("geom/isometry", "", false)]),
+    ("Isometry", "Pearson r", &[(geom::ISOMETRY, "", false)]),
     (
         "Cluster separation",
         "distance / spread",
-        &[("geom/cluster_separation", "", false)],
+        &[(geom::CLUSTER_SEPARATION, "", false)],
     ),
     (
         "Attention <f> → source",
         "attention weight",
         &[
-            ("geom/attn_progress/id_analogical", "ID analogical", false),
-            ("geom/attn_progress/ood_analogical", "OOD analogical", true),
+            (geom::ATTN_PROGRESS_ID, "ID analogical", false),
+            (geom::ATTN_PROGRESS_OOD, "OOD analogical", true),
         ],
     ),
     (
         "Parallelism",
         "cos(U[eₜ] − E[eₛ], E[<f>])",
         &[
-            ("geom/parallelism/id_analogical", "ID analogical", false),
-            ("geom/parallelism/ood_analogical", "OOD analogical", true),
+            (geom::PARALLELISM_ID, "ID analogical", false),
+            (geom::PARALLELISM_OOD, "OOD analogical", true),
         ],
     ),
     (
         "Analogy read-out among E2",
         "score",
-        &[("geom/hit1", "hit@1", false), ("geom/mrr", "MRR", true)],
+        &[
+            (geom::HIT1_OOD, "hit@1, OOD analogical", false),
+            (geom::MRR_OOD, "MRR, OOD analogical", true),
+            (geom::HIT1_ID, "hit@1, ID analogical", false),
+            (geom::MRR_ID, "MRR, ID analogical", true),
+        ],
     ),
 ];
 
@@ -284,9 +291,9 @@ pub fn geometry_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFil
         }
     }
     for key in m.keys() {
-        if key.starts_with("geom/") && !known.contains(key) {
+        if key.starts_with(geom::PREFIX) && !known.contains(key) {
             let mut p = Panel::new(
-                key.trim_start_matches("geom/"),
+                key.trim_start_matches(geom::PREFIX),
                 Axis::new("step (log scale)", Scale::Log),
                 Axis::new("value", Scale::Linear),
             );
@@ -433,29 +440,47 @@ pub fn pca_plot(snapshots: &[PcaSnapshot], title: &str, stem: &Path) -> Result<P
 
 /// A readable axis label for a metric key.
 pub fn metric_label(key: &str) -> String {
-    if let Some((kind, t)) = key.split_once('/')
-        && let Some(kind) = kind.strip_prefix("val_")
-        && (FACT_TYPES.contains(&t) || !t.contains('/'))
+    if let Some((metric, t)) = keys::parse_per_type(key)
+        && !t.contains('/')
     {
         let (_, _, name) = type_style(t, 0);
-        let kind = match kind {
-            "ACC" => "accuracy",
-            "CE" => "cross-entropy",
-            "PPL" => "perplexity",
-            "PROB" => "target probability",
-            "N" => "count",
-            other => other,
+        let kind = match metric {
+            TypeMetric::Acc => "accuracy",
+            TypeMetric::Ce => "cross-entropy",
+            TypeMetric::Ppl => "perplexity",
+            TypeMetric::Prob => "target probability",
+            TypeMetric::N => "count",
         };
         return format!("{name} {kind}");
     }
-    match key {
-        "train/ACC_last" => "train accuracy (batch)".to_string(),
-        "train/CE_last" => "train cross-entropy (batch)".to_string(),
-        "train/CE_epoch" => "train cross-entropy (epoch)".to_string(),
-        "val/macro/ACC" => "macro accuracy".to_string(),
-        "val/macro/CE" => "macro cross-entropy".to_string(),
-        other => other.to_string(),
-    }
+    let label = match key {
+        keys::TRAIN_ACC_LAST => "train accuracy (batch)",
+        keys::TRAIN_CE_LAST => "train cross-entropy (batch)",
+        keys::TRAIN_PROB_LAST => "train target probability (batch)",
+        keys::TRAIN_CE_EPOCH => "train cross-entropy (epoch)",
+        keys::VAL_MACRO_ACC => "macro accuracy",
+        keys::VAL_MACRO_CE => "macro cross-entropy",
+        keys::LR => "learning rate",
+        keys::GLOBAL_STEP => "step",
+        keys::EPOCH => "epoch",
+        geom::DIRICHLET_ENERGY => "Dirichlet energy (input embeddings)",
+        geom::DIRICHLET_ENERGY_HEAD => "Dirichlet energy (head rows)",
+        geom::TRANSLATION_CONSISTENCY => "translation consistency",
+        geom::PARALLELOGRAM => "parallelogram score",
+        geom::ANALOGY_ADDITION => "analogy-addition score",
+        geom::ISOMETRY => "isometry",
+        geom::CLUSTER_SEPARATION => "cluster separation",
+        geom::PARALLELISM_ID => "parallelism (ID analogical)",
+        geom::PARALLELISM_OOD => "parallelism (OOD analogical)",
+        geom::ATTN_PROGRESS_ID => "attention <f> → source (ID analogical)",
+        geom::ATTN_PROGRESS_OOD => "attention <f> → source (OOD analogical)",
+        geom::HIT1_ID => "read-out hit@1 (ID analogical)",
+        geom::HIT1_OOD => "read-out hit@1 (OOD analogical)",
+        geom::MRR_ID => "read-out MRR (ID analogical)",
+        geom::MRR_OOD => "read-out MRR (OOD analogical)",
+        other => other,
+    };
+    label.to_string()
 }
 
 /// One curve per run of the metric `key` against the step (log axis), for comparisons. Runs

@@ -45,4 +45,4 @@ pub use report::{
     CONFIG_FILE, METRICS_FILE, NamedPlot, OVERLAY_KEYS, PCA_FILE, PLOTS_DIR, ReportSummary, report,
     run_plots, write_run_plots,
 };
-pub use series::{FACT_TYPES, PcaArrow, PcaPoint, PcaSnapshot, RunMetrics, Series, read_pca};
+pub use series::{PcaArrow, PcaPoint, PcaSnapshot, RunMetrics, Series, fact_type_names, read_pca};

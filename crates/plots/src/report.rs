@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
+use run_config::keys::{self, TypeMetric, geom};
+
 use crate::chart::esc;
 use crate::error::{PlotError, Result, io_err};
 use crate::figures::{
@@ -22,12 +24,12 @@ pub const PLOTS_DIR: &str = "plots";
 
 /// Metrics overlaid (one curve per run) when a report covers several runs.
 pub const OVERLAY_KEYS: [&str; 6] = [
-    "val_ACC/ood_analogical",
-    "val_ACC/near_ood_compositional",
-    "train/ACC_last",
-    "val/macro/ACC",
-    "val/macro/CE",
-    "geom/dirichlet_energy",
+    keys::OOD_ANALOGICAL_ACC,
+    keys::NEAR_OOD_COMPOSITIONAL_ACC,
+    keys::TRAIN_ACC_LAST,
+    keys::VAL_MACRO_ACC,
+    keys::VAL_MACRO_CE,
+    geom::DIRICHLET_ENERGY_HEAD,
 ];
 
 /// A plot written for a report, with the caption it is shown under.
@@ -182,26 +184,25 @@ fn final_table(s: &mut String, m: &RunMetrics) {
     let _ = writeln!(
         s,
         "<p>Final evaluation: epoch {}, global step {}, macro CE {}, macro ACC {}.</p>",
-        fmt_cell(get("epoch")),
-        fmt_cell(get("global_step")),
-        fmt_cell(get("val/macro/CE")),
-        fmt_cell(get("val/macro/ACC"))
+        fmt_cell(get(keys::EPOCH)),
+        fmt_cell(get(keys::GLOBAL_STEP)),
+        fmt_cell(get(keys::VAL_MACRO_CE)),
+        fmt_cell(get(keys::VAL_MACRO_ACC))
     );
-    let mut types: Vec<String> = crate::series::FACT_TYPES
-        .iter()
-        .map(|t| t.to_string())
+    let mut types: Vec<String> = crate::series::fact_type_names()
+        .map(str::to_string)
         .collect();
     for k in row.keys() {
-        if let Some(t) = k.strip_prefix("val_ACC/")
+        if let Some((TypeMetric::Acc, t)) = keys::parse_per_type(k)
             && !types.iter().any(|x| x == t)
         {
             types.push(t.to_string());
         }
     }
     types.retain(|t| {
-        ["CE", "PPL", "ACC", "PROB", "N"]
+        TypeMetric::ALL
             .iter()
-            .any(|c| row.contains_key(&format!("val_{c}/{t}")))
+            .any(|&c| row.contains_key(&keys::per_type_name(c, t)))
     });
     if types.is_empty() {
         return;
@@ -209,8 +210,8 @@ fn final_table(s: &mut String, m: &RunMetrics) {
     s.push_str("<table><thead><tr><th>fact type</th><th>CE</th><th>PPL</th><th>ACC</th><th>PROB</th><th>N</th></tr></thead><tbody>\n");
     for t in &types {
         let _ = write!(s, "<tr><td>{}</td>", esc(t));
-        for c in ["CE", "PPL", "ACC", "PROB", "N"] {
-            let _ = write!(s, "<td>{}</td>", fmt_cell(get(&format!("val_{c}/{t}"))));
+        for c in TypeMetric::ALL {
+            let _ = write!(s, "<td>{}</td>", fmt_cell(get(&keys::per_type_name(c, t))));
         }
         s.push_str("</tr>\n");
     }
@@ -220,7 +221,7 @@ fn final_table(s: &mut String, m: &RunMetrics) {
 fn geometry_table(s: &mut String, m: &RunMetrics) {
     let rows: Vec<(&str, u64, f64)> = m
         .keys()
-        .filter(|k| k.starts_with("geom/"))
+        .filter(|k| k.starts_with(geom::PREFIX))
         .filter_map(|k| m.get(k).and_then(|s| s.last()).map(|(x, v)| (k, x, v)))
         .collect();
     if rows.is_empty() {
@@ -377,10 +378,10 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
 
 fn comparison_table(s: &mut String, labels: &[String], metrics: &[RunMetrics]) {
     let cols = [
-        "val/macro/ACC",
-        "val_ACC/near_ood_compositional",
-        "val_ACC/ood_analogical",
-        "global_step",
+        keys::VAL_MACRO_ACC,
+        keys::NEAR_OOD_COMPOSITIONAL_ACC,
+        keys::OOD_ANALOGICAL_ACC,
+        keys::GLOBAL_STEP,
     ];
     s.push_str("<table><thead><tr><th>run</th>");
     for c in cols {

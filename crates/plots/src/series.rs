@@ -6,18 +6,15 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use run_config::keys::{self, FactType, TypeMetric};
+
 use crate::error::{PlotError, Result, io_err};
 
-/// The fact types of `test.json`, in the order the paper lists them (tables and legends use it).
-pub const FACT_TYPES: [&str; 7] = [
-    "id_atomic",
-    "ood_atomic",
-    "id_compositional",
-    "near_ood_compositional",
-    "far_ood_compositional",
-    "id_analogical",
-    "ood_analogical",
-];
+/// The names of the fact types of `test.json`, in the order the paper lists them (tables and
+/// legends use it).
+pub fn fact_type_names() -> impl Iterator<Item = &'static str> {
+    FactType::ALL.into_iter().map(FactType::as_str)
+}
 
 /// One metric over training: `(global_step, value)` points in file order, finite values only.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -85,12 +82,12 @@ impl RunMetrics {
             let Value::Object(row) = row else {
                 return Err(bad(format!("found {}", kind_of(&row))));
             };
-            let Some(step) = row.get("global_step").and_then(as_step) else {
+            let Some(step) = row.get(keys::GLOBAL_STEP).and_then(as_step) else {
                 continue;
             };
             let mut numbers = BTreeMap::new();
             for (key, value) in &row {
-                if key == "global_step" {
+                if key == keys::GLOBAL_STEP {
                     continue;
                 }
                 if let Some(v) = value.as_f64().filter(|v| v.is_finite()) {
@@ -102,8 +99,8 @@ impl RunMetrics {
                         .push((step, v));
                 }
             }
-            if row.contains_key("epoch") {
-                numbers.insert("global_step".to_string(), step as f64);
+            if row.contains_key(keys::EPOCH) {
+                numbers.insert(keys::GLOBAL_STEP.to_string(), step as f64);
                 out.last_epoch = Some(numbers);
             }
         }
@@ -129,14 +126,13 @@ impl RunMetrics {
     /// The fact types that have a `val_ACC/<type>` series: the known ones in paper order, then any
     /// other type found (runs with extra types still plot them).
     pub fn fact_types(&self) -> Vec<String> {
-        let mut found: Vec<String> = FACT_TYPES
-            .iter()
-            .filter(|t| self.get(&format!("val_ACC/{t}")).is_some())
-            .map(|t| (*t).to_string())
+        let mut found: Vec<String> = fact_type_names()
+            .filter(|t| self.get(&keys::per_type_name(TypeMetric::Acc, t)).is_some())
+            .map(str::to_string)
             .collect();
         for key in self.keys() {
-            if let Some(t) = key.strip_prefix("val_ACC/")
-                && !FACT_TYPES.contains(&t)
+            if let Some((TypeMetric::Acc, t)) = keys::parse_per_type(key)
+                && !fact_type_names().any(|known| known == t)
             {
                 found.push(t.to_string());
             }

@@ -5,28 +5,10 @@
 
 use crate::RunConfig;
 
-/// Keys that may differ between the members of one ensemble: they act per member (optimiser,
-/// seed, logging, checkpoints, analysis schedule, run directory, W&B identity). Every other key
-/// fixes a shape, the dataset or the shared computation and must be equal.
-pub const PER_MEMBER_KEYS: [&str; 12] = [
-    "train.save_dir",
-    "train.lr",
-    "train.weight_decay",
-    "train.warmup_steps",
-    "train.optimizer",
-    "train.seed",
-    "train.log_every",
-    "train.eval_every",
-    "train.save_every",
-    "train.geometry",
-    "train.pca_steps",
-    "train.plots",
-];
-
-/// Whether the runs of `a` and `b` can train in one ensemble: every key outside the per-member
-/// ones (`save_dir`, `lr`, `weight_decay`, `warmup_steps`, `optimizer`, `seed`, `log_every`,
-/// `eval_every`, `save_every`, `geometry`, `pca_steps`, `plots` and the `[wandb]` table) must be
-/// equal, and neither may use dropout.
+/// Whether the runs of `a` and `b` can train in one ensemble: every key that is not per member
+/// ([`crate::fields::Field::per_member`]: `save_dir`, `lr`, `weight_decay`, `warmup_steps`,
+/// `optimizer`, `seed`, `log_every`, `eval_every`, `save_every`, `geometry`, `pca_steps`, `plots`
+/// and the `[wandb]` table) must be equal, and neither may use dropout.
 ///
 /// # Errors
 /// A message naming the first key that prevents it (`` `batch_size` differs: 64 vs 32 ``).
@@ -44,7 +26,7 @@ pub fn compatible(a: &RunConfig, b: &RunConfig) -> Result<(), String> {
         keys.sort();
         keys.dedup();
         for key in keys {
-            if PER_MEMBER_KEYS.contains(&format!("{table}.{key}").as_str()) {
+            if crate::fields::is_per_member(table, key) {
                 continue;
             }
             let (va, vb) = (sa.get(key), sb.get(key));

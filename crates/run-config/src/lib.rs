@@ -9,11 +9,15 @@
 //!   fault ([`RunConfig::validate`]).
 //! - [`GptConfig`]: the model's hyper-parameters (the `gpt-rope` crate builds the model from it).
 //! - [`batching`]: which runs may train together as one batched ensemble.
+//! - [`fields`]: every configuration key once: table, flag, kind, per-member rule, description.
+//! - [`keys`]: the names of everything a run records (metrics rows, W&B, plots), defined once.
 //!
 //! No libtorch: programs that only read, write or expand configurations (sweeps, Slurm scripts,
 //! reports) build without it.
 
 pub mod batching;
+pub mod fields;
+pub mod keys;
 mod model;
 mod run;
 

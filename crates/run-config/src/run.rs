@@ -12,6 +12,7 @@ use kg_data::DataConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
+use crate::fields::TABLES;
 
 /// Model hyper-parameters of a run: the model's own configuration, read from `[model]` (its
 /// vocabulary size is not a config key: [`crate::GptConfig::with_vocab`] sets it from the
@@ -157,10 +158,6 @@ pub struct RunConfig {
     pub wandb: WandbConfig,
 }
 
-const TABLES: [&str; 4] = ["data", "model", "train", "wandb"];
-/// Where an unqualified key is looked up first: `train` before `data`, for `seed`.
-const LOOKUP_ORDER: [&str; 4] = ["train", "model", "wandb", "data"];
-
 impl RunConfig {
     /// Reads a TOML file; unknown tables or keys are errors naming the file and key.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -218,73 +215,11 @@ impl RunConfig {
     }
 
     /// The qualified name (`table.key`) of a flat or qualified key, or `None` when it is no
-    /// configuration key. `seed` is in `[data]` and `[train]`: the plain name is the training
-    /// seed, as in the original's flags, and `data_seed` the generator's (its flat name, as in
-    /// `flat()`); every other plain key is unique across the tables.
+    /// configuration key (see [`crate::fields`]). `seed` is in `[data]` and `[train]`: the plain
+    /// name is the training seed, as in the original's flags, and `data_seed` the generator's;
+    /// likewise `rng` and `data_rng`.
     pub fn qualify(key: &str) -> Option<String> {
-        if key == "data_seed" {
-            return Some("data.seed".into());
-        }
-        let (table, name) = match key.split_once('.') {
-            Some((t, k)) => (*TABLES.iter().find(|table| **table == t)?, k),
-            None => (
-                *LOOKUP_ORDER
-                    .iter()
-                    .find(|t| Self::table_keys(t).contains(&key))?,
-                key,
-            ),
-        };
-        Self::table_keys(table)
-            .contains(&name)
-            .then(|| format!("{table}.{name}"))
-    }
-
-    /// Every key of a table, including optional ones that serialise to nothing when unset.
-    fn table_keys(table: &str) -> &'static [&'static str] {
-        match table {
-            "data" => &[
-                "num_entities",
-                "num_relations",
-                "sub_size",
-                "atomic_ood_ratio",
-                "compositional_ood_ratio",
-                "analogical_ood_ratio",
-                "include_f_inverse",
-                "duplicate_relation",
-                "seed",
-            ],
-            "model" => &[
-                "d_model",
-                "n_layer",
-                "n_head",
-                "dropout",
-                "max_len",
-                "rope_base",
-                "tie_weights",
-            ],
-            "train" => &[
-                "data_dir",
-                "save_dir",
-                "batch_size",
-                "epochs",
-                "lr",
-                "weight_decay",
-                "warmup_steps",
-                "optimizer",
-                "use_amp",
-                "seed",
-                "log_every",
-                "eval_every",
-                "save_every",
-                "device",
-                "threads",
-                "geometry",
-                "pca_steps",
-                "plots",
-            ],
-            "wandb" => &["use_wandb", "project", "run_name"],
-            _ => &[],
-        }
+        crate::fields::find(key).map(|f| format!("{}.{}", f.table, f.name))
     }
 
     /// Checks every value, naming the key at fault.
@@ -342,14 +277,9 @@ impl RunConfig {
             for table in TABLES {
                 if let Some(serde_json::Value::Object(section)) = tree.get(table) {
                     for (k, v) in section {
-                        // `seed` exists in [data] and [train]; the training seed keeps the plain
-                        // name as in the original, the generation seed gets a prefix.
-                        let key = if table == "data" && k == "seed" {
-                            "data_seed".to_string()
-                        } else {
-                            k.clone()
-                        };
-                        out.insert(key, v.clone());
+                        let key = crate::fields::find(&format!("{table}.{k}"))
+                            .map_or(k.as_str(), |f| f.flat);
+                        out.insert(key.to_string(), v.clone());
                     }
                 }
             }

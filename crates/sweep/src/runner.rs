@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use run_config::RunConfig;
+use run_config::{RunConfig, keys};
 use serde::Serialize;
 
 use crate::cache;
@@ -174,7 +174,7 @@ pub fn last_checkpoint(run_dir: &Path) -> Option<(u64, Option<RunConfig>)> {
     let path = run_dir.join("checkpoints/last/checkpoint.json");
     let text = std::fs::read_to_string(path).ok()?;
     let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let epoch = v.get("epoch")?.as_u64()?;
+    let epoch = v.get(keys::EPOCH)?.as_u64()?;
     let cfg = v
         .get_mut("config")
         .and_then(|c| serde_json::from_value::<RunConfig>(c.take()).ok());
@@ -646,8 +646,8 @@ fn fill_finals(out: &mut Outcome, run_dir: &Path) {
         return;
     };
     if let Some(row) = m.last_epoch_row() {
-        out.final_macro_acc = row.get("val/macro/ACC").copied();
-        out.final_ood_analogical_acc = row.get("val_ACC/ood_analogical").copied();
+        out.final_macro_acc = row.get(keys::VAL_MACRO_ACC).copied();
+        out.final_ood_analogical_acc = row.get(keys::OOD_ANALOGICAL_ACC).copied();
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::json;
 use tch::{Device, Tensor};
 
 use crate::TrainError;
-use crate::config::GeometrySchedule;
+use crate::config::{GeometrySchedule, keys};
 
 /// The analogical facts of one split as a batch of inputs `e_s <f>`.
 #[derive(Debug)]
@@ -189,7 +189,7 @@ impl Analysis {
             .map(|&(s, t)| json!({"from": name(s), "to": name(t), "ood": self.ood_sources.contains(&s)}))
             .collect();
         let line = json!({
-            "global_step": global_step,
+            keys::GLOBAL_STEP: global_step,
             "explained_variance_ratio": pca.explained_variance_ratio,
             "points": points,
             "arrows": arrows,

@@ -12,6 +12,7 @@ use kg_data::FactType;
 use tch::{Device, Kind, Tensor};
 
 use crate::TrainError;
+use crate::config::keys::{self, TypeMetric};
 use crate::data::Split;
 
 /// Upper bound on the elements of one chunk's logits (256 MiB of float32).
@@ -44,19 +45,24 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    /// The metric keys and values of SPEC §3 (`val/macro/CE`, `val_CE/<type>`, …).
+    /// The evaluation's keys and values (`val/macro/CE`, `val_CE/<type>`, …; see
+    /// [`crate::config::keys`]).
     pub fn to_row(&self) -> Vec<(String, f64)> {
         let mut row = vec![
-            ("val/macro/CE".to_string(), self.macro_ce),
-            ("val/macro/ACC".to_string(), self.macro_acc),
+            (keys::VAL_MACRO_CE.to_string(), self.macro_ce),
+            (keys::VAL_MACRO_ACC.to_string(), self.macro_acc),
         ];
-        for (kind, m) in &self.per_type {
-            let t = kind.as_str();
-            row.push((format!("val_CE/{t}"), m.ce));
-            row.push((format!("val_PPL/{t}"), m.ppl));
-            row.push((format!("val_ACC/{t}"), m.acc));
-            row.push((format!("val_PROB/{t}"), m.prob));
-            row.push((format!("val_N/{t}"), m.n as f64));
+        for (&kind, m) in &self.per_type {
+            for metric in TypeMetric::ALL {
+                let value = match metric {
+                    TypeMetric::Ce => m.ce,
+                    TypeMetric::Ppl => m.ppl,
+                    TypeMetric::Acc => m.acc,
+                    TypeMetric::Prob => m.prob,
+                    TypeMetric::N => m.n as f64,
+                };
+                row.push((keys::per_type(metric, kind), value));
+            }
         }
         row
     }

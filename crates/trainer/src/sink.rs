@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::TrainError;
+use crate::config::keys;
 
 /// A logged row: metric name → value.
 pub type Row = Map<String, Value>;
@@ -86,7 +87,7 @@ impl JsonlSink {
                 ))
             })?;
             if row
-                .get("global_step")
+                .get(keys::GLOBAL_STEP)
                 .and_then(Value::as_u64)
                 .is_some_and(|s| s <= step)
             {
@@ -304,9 +305,9 @@ impl MetricsSink for Sinks {
 /// values become `null`.
 pub fn row(global_step: u64, epoch: Option<usize>, values: &[(String, f64)]) -> Row {
     let mut r = Row::new();
-    r.insert("global_step".into(), Value::from(global_step));
+    r.insert(keys::GLOBAL_STEP.into(), Value::from(global_step));
     if let Some(e) = epoch {
-        r.insert("epoch".into(), Value::from(e));
+        r.insert(keys::EPOCH.into(), Value::from(e));
     }
     for (k, v) in values {
         r.insert(

@@ -39,7 +39,7 @@ use tch::{Device, Kind, Tensor, nn::VarStore};
 use crate::TrainError;
 use crate::analysis::{Analysis, GeometryClock, analyse_epoch};
 use crate::checkpoint::{self, Sidecar};
-use crate::config::{DeviceChoice, RunConfig, batching};
+use crate::config::{DeviceChoice, RunConfig, batching, keys};
 use crate::data::DeviceData;
 use crate::eval::{EvalReport, evaluate, row_metrics};
 use crate::optim::{Adam, AdamConfig, GradScaler, lr_at};
@@ -612,7 +612,7 @@ impl Trainer {
         let model = self.model.members();
         let member = &mut self.members[i];
         member.summary.eval_seconds += eval_seconds;
-        let mut values = vec![("train/CE_epoch".to_string(), ce_epoch)];
+        let mut values = vec![(keys::TRAIN_CE_EPOCH.to_string(), ce_epoch)];
         values.extend(report.to_row());
         let save_dir = member.summary.save_dir.clone();
         let shadow = &mut member.shadow;
@@ -793,10 +793,10 @@ fn write_plots(save_dir: &Path) {
 /// [`row_metrics`] columns) and the learning rate.
 fn batch_values(m: &[f32], lr: f64) -> [(String, f64); 4] {
     [
-        ("train/CE_last".to_string(), f64::from(m[0])),
-        ("train/ACC_last".to_string(), f64::from(m[1])),
-        ("train/PROB_last".to_string(), f64::from(m[2])),
-        ("lr".to_string(), lr),
+        (keys::TRAIN_CE_LAST.to_string(), f64::from(m[0])),
+        (keys::TRAIN_ACC_LAST.to_string(), f64::from(m[1])),
+        (keys::TRAIN_PROB_LAST.to_string(), f64::from(m[2])),
+        (keys::LR.to_string(), lr),
     ]
 }
 
