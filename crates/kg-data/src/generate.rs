@@ -219,26 +219,33 @@ fn generate_chacha(cfg: &DataConfig) -> Result<Dataset, DataError> {
     );
 
     test.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.tokens.cmp(&b.tokens)));
-    let train: Vec<Example> = test.iter().filter(|e| e.kind.is_id()).cloned().collect();
+    Ok(assemble(cfg, vocab, test, (&e1, &e2, &others), &f))
+}
 
-    let meta = build_meta(cfg, &vocab, &e1, &e2, &others, &f, &test, train.len());
-    Ok(Dataset {
+/// A generated dataset from its test rows (in file order): the training rows are the ID ones,
+/// and `meta.json` records `cfg` with `sub_size` resolved, the categories `(E1, E2, others)`
+/// (each sorted by id), the functor `f`, the per-type counts and the sizes.
+pub(crate) fn assemble(
+    cfg: &DataConfig,
+    vocab: Vocab,
+    test: Vec<Example>,
+    (e1, e2, others): (&[u32], &[u32], &[u32]),
+    f: &HashMap<u32, u32>,
+) -> Dataset {
+    let train: Vec<Example> = test.iter().filter(|e| e.kind.is_id()).cloned().collect();
+    let meta = build_meta(cfg, &vocab, (e1, e2, others), f, &test, train.len());
+    Dataset {
         vocab,
         train,
         test,
         meta: Some(meta),
-    })
+    }
 }
 
-/// `meta.json` of a generated dataset: `cfg` with `sub_size` resolved, the categories (each
-/// sorted by id), the functor, the per-type counts of `test` and the sizes.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn build_meta(
+fn build_meta(
     cfg: &DataConfig,
     vocab: &Vocab,
-    e1: &[u32],
-    e2: &[u32],
-    others: &[u32],
+    (e1, e2, others): (&[u32], &[u32], &[u32]),
     f: &HashMap<u32, u32>,
     test: &[Example],
     train_rows: usize,

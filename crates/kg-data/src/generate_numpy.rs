@@ -40,7 +40,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::generate::{build_meta, split_point};
+use crate::generate::{assemble, split_point};
 use crate::numpy_rng::NumpyRng;
 use crate::{DataConfig, DataError, Dataset, Example, FactType, Vocab};
 
@@ -227,15 +227,7 @@ pub(crate) fn generate_numpy(cfg: &DataConfig) -> Result<Dataset, DataError> {
     push(far_comp, FactType::FarOodCompositional);
     push(sorted(id_analog.to_vec()), FactType::IdAnalogical);
     push(sorted(ood_analog.to_vec()), FactType::OodAnalogical);
-    let train: Vec<Example> = test.iter().filter(|e| e.kind.is_id()).cloned().collect();
-
-    let meta = build_meta(cfg, &vocab, &e1, &e2, &others, &f, &test, train.len());
-    Ok(Dataset {
-        vocab,
-        train,
-        test,
-        meta: Some(meta),
-    })
+    Ok(assemble(cfg, vocab, test, (&e1, &e2, &others), &f))
 }
 
 #[cfg(test)]
