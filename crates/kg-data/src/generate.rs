@@ -51,7 +51,7 @@ pub(crate) fn split_point(n: usize, ood_ratio: f64) -> usize {
     (kept.max(0.0) as usize).min(n)
 }
 
-/// Generates the dataset of SPEC §1 for `cfg`: vocabulary, train rows (ID facts), test rows
+/// Generates the dataset for `cfg`: vocabulary, train rows (ID facts), test rows
 /// (every fact with its type) and [`Meta`], from the stream [`DataConfig::rng`] names (see the
 /// module docs).
 ///

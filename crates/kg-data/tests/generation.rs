@@ -1,4 +1,4 @@
-//! Generated datasets follow SPEC §1: counts, invariants, splits, determinism, round trips.
+//! Generated datasets follow the construction of `kg_data::generate`: counts, invariants, splits, determinism, round trips.
 
 mod common;
 
@@ -34,7 +34,7 @@ fn with_others() -> DataConfig {
     }
 }
 
-/// Counts of SPEC §1 when relations are distinct per head (no two paths share a text).
+/// The count formulas when relations are distinct per head (no two paths share a text).
 fn assert_formula_counts(cfg: &DataConfig, ds: &Dataset) {
     let s = cfg.resolved_sub_size();
     let o = cfg.num_entities - 2 * s;

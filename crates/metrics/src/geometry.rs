@@ -1,6 +1,6 @@
 //! Embedding geometry of the functor: how E1's input embeddings and E2's unembeddings line up.
 //!
-//! Notation (SPEC §5): `E` = input embedding `tok_emb.weight` [V, C]; `U` = head weight
+//! Notation: `E` = input embedding `tok_emb.weight` [V, C]; `U` = head weight
 //! `head.weight` [V, C], whose row `U[t]` is the unembedding of token `t`; `e_f = E[<f>]`;
 //! functor pairs `(s, t)` with `s ∈ E1` and `t = f(s) ∈ E2`, given as token ids.
 //!
@@ -195,7 +195,7 @@ pub fn cluster_separation(e: &Tensor, u: &Tensor, pairs: &[(i64, i64)]) -> Resul
     Ok(gap / spread)
 }
 
-/// All E/U-based geometry numbers of one model state (SPEC §5), named as in the metrics log.
+/// All E/U-based geometry numbers of one model state, named as in the metrics log.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GeometryReport {
     /// [`dirichlet_energy`] on the input embedding E.

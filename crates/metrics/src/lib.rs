@@ -1,4 +1,4 @@
-//! Geometry and mechanism metrics of the functor experiment (SPEC §5): pure computations on
+//! Geometry and mechanism metrics of the functor experiment: pure computations on
 //! tensors and numbers, no I/O.
 //!
 //! The paper (*Emergent Analogical Reasoning in Transformers*, arXiv 2602.01992) explains

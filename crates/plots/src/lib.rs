@@ -1,9 +1,9 @@
 //! Plots and HTML reports of training runs, with no libtorch and no system font.
 //!
-//! A run directory (written by the trainer, SPEC §3) holds `metrics.jsonl` (one JSON object per
+//! A run directory (written by the trainer) holds `metrics.jsonl` (one JSON object per
 //! event: batch rows, epoch rows with the per-fact-type evaluation, `geom/*` geometry rows),
 //! `config.toml` and optionally `pca.jsonl` (2-D PCA of entity embeddings at chosen steps). This
-//! crate turns it into the pictures of the paper's analysis (SPEC §5) and a report page.
+//! crate turns it into the pictures of the paper's analysis and a report page.
 //!
 //! # Overview
 //! - [`RunMetrics`]: `metrics.jsonl` read into one [`Series`] of `(global_step, value)` points per

@@ -1,4 +1,4 @@
-//! Sweeps of the functor experiment (SPEC §6) and the paper's figures in one command (§8).
+//! Sweeps of the functor experiment and the paper's figures in one command.
 //!
 //! A sweep file (TOML, see [`spec`]) names a base config, fixed keys, swept parameters (grid or
 //! seeded random) and training seeds. The crate expands it into experiments with readable names,

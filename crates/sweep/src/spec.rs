@@ -86,7 +86,7 @@ pub struct Reproduce {
     pub group_by: Option<String>,
     /// Legend prefix, e.g. `batch` gives `batch = 64`; for a single curve, its whole label.
     pub label: String,
-    /// What the paper reports, in words (SPEC §8).
+    /// What the paper reports, in words.
     pub paper: String,
     /// The paper's onsets, drawn as markers.
     pub markers: Vec<PaperMarker>,

@@ -1,4 +1,4 @@
-//! Mechanism tracking during training (SPEC §5): the geometry metrics of the `metrics` crate on
+//! Mechanism tracking during training: the geometry metrics of the `metrics` crate on
 //! the model's embedding and head, the attention progress measure and the analogy read-out from
 //! a traced forward pass over the analogical facts, and the 2-D PCA of entity embeddings written
 //! to `pca.jsonl` for the functor-arrow picture.

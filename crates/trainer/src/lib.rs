@@ -1,5 +1,5 @@
 //! Training, evaluation, checkpoints and run directories for the functor experiment of
-//! *Emergent Analogical Reasoning in Transformers* (arXiv 2602.01992), SPEC §3.
+//! *Emergent Analogical Reasoning in Transformers* (arXiv 2602.01992).
 //!
 //! # Overview
 //! - [`RunConfig`] (`config`, the `run-config` crate): the typed configuration tree (`[data]`,

@@ -4,7 +4,7 @@
 //!
 //! One loop drives K ≥ 1 members: [`run`] is the K = 1 case (the model is a [`Gpt`]), and
 //! [`run_members`] trains K compatible configurations (see [`crate::config::batching`]) as one
-//! [`GptEnsemble`]. A [`Member`] owns everything that is its own: configuration, sinks, analysis,
+//! [`GptEnsemble`]. A `Member` owns everything that is its own: configuration, sinks, analysis,
 //! best value, summary, and its place in the optimiser; what the members share is the model's
 //! computation, the data and the step. Each member reproduces the run its configuration makes
 //! alone:

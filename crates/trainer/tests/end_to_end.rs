@@ -66,7 +66,7 @@ fn tiny_graph_is_memorised_within_200_steps() {
             eval.table()
         );
     }
-    // The metrics log: batch rows and one epoch row per epoch, with the SPEC's keys.
+    // The metrics log: batch rows and one epoch row per epoch, with the keys of `run_config::keys`.
     let log = rows(&cfg.train.save_dir.join("metrics.jsonl"));
     let epochs: Vec<&Value> = log.iter().filter(|r| r.get("epoch").is_some()).collect();
     assert_eq!(epochs.len(), cfg.train.epochs);

@@ -28,7 +28,7 @@ pub struct Report {
     pub other_atomic: Vec<Atomic>,
 }
 
-/// Checks the structural invariants of SPEC §1 that hold for every parameter set, using only
+/// Checks the structural invariants of a generated dataset that hold for every parameter set, using only
 /// the facts (the functor is recovered from them, as for a dataset without `meta.json`).
 pub fn check_invariants(ds: &Dataset, duplicate_relation: bool) -> Report {
     let functor = ds.functor().expect("functor");
