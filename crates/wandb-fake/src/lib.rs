@@ -14,7 +14,7 @@
 //!   often each offset was written), the summary, heartbeats and `complete`/`exitcode`; and the
 //!   same per run in [`Record::runs`] ([`RunRecord`]), which is what the upsert answers from.
 //! - [`dead_url`]: a base URL on which nothing listens (a server that is down).
-//! - [`parse_line`], [`base64`]: helpers to read history lines and build auth headers.
+//! - [`parse_line`], [`base64()`]: helpers to read history lines and build auth headers.
 //!
 //! # Protocol, as the real server answers it
 //! - `POST /graphql` with the `UpsertBucket` mutation: answered with a bucket carrying the run id
