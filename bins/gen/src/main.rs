@@ -10,11 +10,12 @@
 //! original's build order, which writes the original `generate_data.py`'s files byte for byte
 //! for the same parameters and seed).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use kg_data::{DataConfig, Dataset, RngKind, generate};
+use kg_data::{DataConfig, Dataset, DirState, RngKind, generate};
 
 /// Generate a knowledge graph of two isomorphic categories and a functor between them.
 #[derive(Debug, Parser)]
@@ -70,6 +71,10 @@ struct Args {
     /// draws and files) [default: chacha].
     #[arg(long, value_parser = parse_rng)]
     rng: Option<RngKind>,
+    /// Replace a dataset already in the output directory (without it, a non-empty directory is
+    /// an error and nothing is written). The old files stay until the new ones are complete.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Parses `--rng`, listing the accepted values on error.
@@ -180,6 +185,7 @@ fn run() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let cfg = resolve(&args)?;
@@ -187,9 +193,20 @@ fn run() -> Result<()> {
         .output_dir
         .clone()
         .unwrap_or_else(|| Path::new("data").join(cfg.dir_name()));
+    if !args.overwrite && !matches!(DirState::of(&dir), DirState::Absent | DirState::Empty) {
+        bail!(
+            "{} is not empty; nothing was written (--overwrite replaces what is there, or choose another --output_dir)",
+            dir.display()
+        );
+    }
     tracing::info!(?cfg, "generating");
     let ds = generate(&cfg)?;
-    ds.save(&dir).context("writing the dataset")?;
+    if args.overwrite {
+        ds.save_replacing(&dir)
+    } else {
+        ds.save(&dir)
+    }
+    .context("writing the dataset")?;
     println!("{}", summary(&ds, &dir));
     Ok(())
 }

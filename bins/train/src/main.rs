@@ -11,8 +11,6 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
@@ -45,6 +43,10 @@ struct Cli {
     /// warmup_steps, optimizer, logging, save_dir, wandb). Other flags apply to every member.
     #[arg(long, num_args = 1.., value_name = "CONFIG", conflicts_with_all = ["config", "resume"])]
     ensemble: Vec<PathBuf>,
+    /// Start afresh in a save_dir that already holds a run, removing its record (without it,
+    /// such a directory is refused: use --resume to continue it).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Do not log to Weights & Biases (the original's flag; same as --use_wandb false).
     #[arg(long)]
     no_wandb: bool,
@@ -142,6 +144,15 @@ fn resolve_members(cli: &Cli) -> Result<Vec<RunConfig>> {
                 path.display()
             );
         }
+        if let Some(kv) = cli.set.iter().find(|kv| {
+            kv.split_once('=')
+                .and_then(|(k, _)| RunConfig::qualify(k))
+                .is_some_and(|q| q == "train.save_dir")
+        }) {
+            anyhow::bail!(
+                "--save_dir ({kv}) cannot be combined with --resume: a resumed run stays in its directory"
+            );
+        }
         return cli
             .resume
             .iter()
@@ -172,6 +183,14 @@ fn resolve_members(cli: &Cli) -> Result<Vec<RunConfig>> {
         None => RunConfig::default(),
     };
     apply_flags(cli, &mut cfg)?;
+    if cfg.train.save_dir.as_os_str().is_empty() {
+        let stem = cli
+            .config
+            .as_deref()
+            .and_then(|p| p.file_stem())
+            .map_or("run".to_string(), |s| s.to_string_lossy().to_string());
+        cfg.train.save_dir = trainer::run_dir::fresh_dir(&stem);
+    }
     Ok(vec![cfg])
 }
 
@@ -200,24 +219,6 @@ fn apply_flags(cli: &Cli, cfg: &mut RunConfig) -> Result<()> {
     Ok(())
 }
 
-/// A flag raised by the first Ctrl-C (the run stops after the current batch and writes its
-/// checkpoints); a second Ctrl-C exits at once.
-fn interrupt_flag() -> Result<Arc<AtomicBool>> {
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupt);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            // A second Ctrl-C: stop now.
-            std::process::exit(130);
-        }
-        eprintln!(
-            "interrupt: finishing the current batch, writing a checkpoint (Ctrl-C again to abort)"
-        );
-    })
-    .context("installing the Ctrl-C handler")?;
-    Ok(interrupt)
-}
-
 /// Trains the resolved configurations: one run, or several (`--ensemble`, several `--resume`
 /// directories) as one batched process. Exit status 0 when every member finished, 130 when
 /// interrupted, 1 when any member failed (each failure is printed).
@@ -232,8 +233,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let interrupt = interrupt_flag()?;
     let resume = !cli.resume.is_empty();
+    // Refuse what would be refused anyway before W&B starts a run for it.
+    for cfg in &cfgs {
+        let dir = &cfg.train.save_dir;
+        if resume {
+            if trainer::checkpoint::newest_valid(dir).is_none() {
+                anyhow::bail!(
+                    "--resume {}: no valid checkpoint there (the run stopped before its first one); start it again with --overwrite",
+                    dir.display()
+                );
+            }
+        } else if !cli.overwrite {
+            trainer::run_dir::refuse_existing(dir)?;
+        }
+    }
+    let stop = signals::install(
+        "train",
+        "stopping after the current batch and writing a checkpoint",
+    )
+    .context("installing the signal handlers")?;
     let mut extra_sinks = Vec::with_capacity(cfgs.len());
     for cfg in &cfgs {
         let mut sinks: Vec<Box<dyn trainer::MetricsSink>> = Vec::new();
@@ -244,7 +263,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let opts = RunOptions {
         resume,
-        interrupt: Some(interrupt),
+        overwrite: cli.overwrite,
+        interrupt: Some(stop.flag()),
         extra_sinks,
         quiet: cli.quiet,
     };

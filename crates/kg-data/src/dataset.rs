@@ -94,6 +94,68 @@ pub struct Dataset {
     pub meta: Option<Meta>,
 }
 
+/// What a dataset directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirState {
+    /// The path does not exist.
+    Absent,
+    /// An empty directory.
+    Empty,
+    /// `vocab.json`, `train.json` and `test.json` are there.
+    Complete,
+    /// A directory with other files: these required ones are missing.
+    Partial {
+        /// The missing file names.
+        missing: Vec<&'static str>,
+    },
+    /// The path exists but is not a readable directory.
+    NotADirectory,
+}
+
+impl DirState {
+    /// The state of `dir`.
+    pub fn of(dir: &Path) -> Self {
+        if !dir.exists() {
+            return DirState::Absent;
+        }
+        let Ok(mut entries) = fs::read_dir(dir) else {
+            return DirState::NotADirectory;
+        };
+        if entries.next().is_none() {
+            return DirState::Empty;
+        }
+        let missing: Vec<&'static str> = [files::VOCAB, files::TRAIN, files::TEST]
+            .into_iter()
+            .filter(|f| !dir.join(f).is_file())
+            .collect();
+        if missing.is_empty() {
+            DirState::Complete
+        } else {
+            DirState::Partial { missing }
+        }
+    }
+}
+
+/// A fresh sibling of `dir` to write a dataset into before it is renamed into place.
+fn staging_dir(dir: &Path) -> std::path::PathBuf {
+    dir.with_file_name(format!(
+        ".{}.tmp-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ))
+}
+
+/// Syncs the directory holding `dir` (so that a rename into it is durable).
+fn sync_parent(dir: &Path) -> Result<(), DataError> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| DataError::io(parent, e))
+}
+
 impl Dataset {
     /// True when `dir` holds `vocab.json`, `train.json` and `test.json`.
     pub fn exists(dir: &Path) -> bool {
@@ -418,21 +480,78 @@ impl Dataset {
     }
 
     /// Writes the dataset in the original's layout (`vocab.json`, `train.json`, `test.json`,
-    /// the six per-type files), plus `meta.json` when [`Dataset::meta`] is set. Creates `dir`
-    /// (and its parents) when needed and overwrites existing files.
+    /// the six per-type files), plus `meta.json` when [`Dataset::meta`] is set, into `dir`,
+    /// which must be absent or empty: a dataset is never written over files that are there.
+    /// The files are written (and synced) into a sibling directory first and renamed into
+    /// place once complete, so a failure half-way leaves nothing at `dir`.
     ///
     /// Files are byte-identical to what Python's `json.dump` writes for the same rows.
     ///
     /// # Errors
-    /// [`DataError::Io`] naming the path that could not be created or written;
-    /// [`DataError::Row`] if an example holds a token id outside the vocabulary.
+    /// [`DataError::File`] when `dir` is not empty; [`DataError::Io`] naming the path that
+    /// could not be created or written; [`DataError::Row`] if an example holds a token id
+    /// outside the vocabulary.
     pub fn save(&self, dir: &Path) -> Result<(), DataError> {
+        match DirState::of(dir) {
+            DirState::Absent | DirState::Empty => {}
+            _ => {
+                return Err(DataError::File {
+                    file: dir.to_path_buf(),
+                    reason: "is not empty: a dataset is only written into an absent or empty \
+                             directory (remove it, or choose another one)"
+                        .into(),
+                });
+            }
+        }
+        let tmp = staging_dir(dir);
+        self.write_files(&tmp, dir)?;
+        if dir.exists() {
+            // Empty (checked above); a rename cannot replace a directory otherwise.
+            fs::remove_dir(dir).map_err(|e| DataError::io(dir, e))?;
+        }
+        fs::rename(&tmp, dir).map_err(|e| DataError::io(dir, e))?;
+        sync_parent(dir)
+    }
+
+    /// Writes the dataset into `dir`, replacing whatever dataset is there: the new files are
+    /// written beside it first and swapped in only once complete, so a failure leaves the old
+    /// dataset untouched.
+    ///
+    /// # Errors
+    /// As [`Dataset::save`].
+    pub fn save_replacing(&self, dir: &Path) -> Result<(), DataError> {
+        let tmp = staging_dir(dir);
+        self.write_files(&tmp, dir)?;
+        let old = dir.with_file_name(format!(
+            ".{}.old-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        if dir.exists() {
+            fs::rename(dir, &old).map_err(|e| DataError::io(dir, e))?;
+        }
+        fs::rename(&tmp, dir).map_err(|e| DataError::io(dir, e))?;
+        sync_parent(dir)?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes every file of the dataset into `dir` (created), each synced to disk; errors name
+    /// the files as they will be called under `shown`, the directory the user asked for.
+    fn write_files(&self, dir: &Path, shown: &Path) -> Result<(), DataError> {
         let train = self.rows(&self.train, files::TRAIN, false)?;
         let test = self.rows(&self.test, files::TEST, true)?;
-        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        if dir.exists() {
+            fs::remove_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        }
+        fs::create_dir_all(dir).map_err(|e| DataError::io(shown, e))?;
         let write = |name: &str, text: String| {
             let path = dir.join(name);
-            fs::write(&path, text).map_err(|e| DataError::io(&path, e))
+            fs::write(&path, text)
+                .and_then(|()| fs::File::open(&path)?.sync_all())
+                .map_err(|e| DataError::io(shown.join(name), e))
         };
         write(files::VOCAB, json::strings_to_py_json(self.vocab.tokens()))?;
         write(files::TRAIN, json::rows_to_py_json(&train))?;
@@ -454,13 +573,63 @@ impl Dataset {
         }
         if let Some(meta) = &self.meta {
             let mut text = serde_json::to_string_pretty(meta).map_err(|error| DataError::Json {
-                file: dir.join(files::META),
+                file: shown.join(files::META),
                 error,
             })?;
             text.push('\n');
             write(files::META, text)?;
         }
-        Ok(())
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| DataError::io(shown, e))
+    }
+
+    /// A short fingerprint of the dataset's content (vocabulary, training rows, test rows with
+    /// their types, in order): equal datasets have equal fingerprints, and a resumed run checks
+    /// it against its checkpoint's.
+    pub fn fingerprint(&self) -> String {
+        // FNV-1a over a canonical byte stream: stable across platforms and releases.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for t in self.vocab.tokens() {
+            eat(t.as_bytes());
+            eat(&[0]);
+        }
+        for (part, rows) in [(1u8, &self.train), (2, &self.test)] {
+            eat(&[0xff, part]);
+            for ex in rows {
+                eat(ex.kind.as_str().as_bytes());
+                for id in &ex.tokens {
+                    eat(&id.to_le_bytes());
+                }
+                eat(&[0]);
+            }
+        }
+        format!("{h:016x}")
+    }
+
+    /// Rows of `train.json` and `test.json` that repeat an earlier row of the same file (same
+    /// text and type): `(file, row, earlier row)`, 0-based. The original's generator writes such
+    /// rows with `duplicate_relation`; they are kept as the original's loader keeps them.
+    pub fn repeated_rows(&self) -> Vec<(&'static str, usize, usize)> {
+        let mut out = Vec::new();
+        for (file, rows) in [(files::TRAIN, &self.train), (files::TEST, &self.test)] {
+            let mut first: std::collections::HashMap<(&[u32], FactType), usize> =
+                std::collections::HashMap::new();
+            for (i, ex) in rows.iter().enumerate() {
+                if let Some(&j) = first.get(&(ex.tokens.as_slice(), ex.kind)) {
+                    out.push((file, i, j));
+                } else {
+                    first.insert((ex.tokens.as_slice(), ex.kind), i);
+                }
+            }
+        }
+        out
     }
 
     fn rows(&self, examples: &[Example], file: &str, typed: bool) -> Result<Vec<Row>, DataError> {

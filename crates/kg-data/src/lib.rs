@@ -43,7 +43,7 @@ mod vocab;
 
 pub use batch::{PaddedRows, pad_inputs};
 pub use config::{DataConfig, RngKind};
-pub use dataset::{Dataset, FORMAT_VERSION, Functor, Meta, PER_TYPE_FILES, files};
+pub use dataset::{Dataset, DirState, FORMAT_VERSION, Functor, Meta, PER_TYPE_FILES, files};
 pub use error::DataError;
 pub use fact::{Example, FactType};
 pub use generate::generate;

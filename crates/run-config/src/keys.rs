@@ -26,6 +26,9 @@ pub const TRAIN_PROB_LAST: &str = "train/PROB_last";
 pub const LR: &str = "lr";
 /// Mean training cross-entropy over the epoch's batches.
 pub const TRAIN_CE_EPOCH: &str = "train/CE_epoch";
+/// Logged as 1 on the epoch row where the training loss is first found to have diverged (far
+/// above where it started).
+pub const DIVERGED: &str = "train/diverged";
 /// Mean of the per-type CE over the types present.
 pub const VAL_MACRO_CE: &str = "val/macro/CE";
 /// Mean of the per-type ACC over the types present.

@@ -12,6 +12,10 @@ use kg_data::DataConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
+
+/// The most libtorch threads a run may ask for: far above any machine's cores, far below what
+/// exhausts the process (each thread has its own stack).
+pub const MAX_THREADS: usize = 1024;
 use crate::fields::TABLES;
 
 /// Model hyper-parameters of a run: the model's own configuration, read from `[model]` (its
@@ -59,7 +63,8 @@ pub enum GeometrySchedule {
 pub struct TrainConfig {
     /// Dataset directory; generated from `[data]` when it holds no dataset.
     pub data_dir: PathBuf,
-    /// Run directory (config, metrics, checkpoints, plots).
+    /// Run directory (config, metrics, checkpoints, plots). Empty (the default): a fresh
+    /// `runs/<config name>-<UTC date>-<time>`.
     pub save_dir: PathBuf,
     /// Rows per optimiser step. Default 64.
     pub batch_size: usize,
@@ -81,8 +86,15 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Print the evaluation table every this many epochs. Default 10.
     pub eval_every: usize,
-    /// Save a checkpoint every this many epochs, and `best` on improvement; 0 = never. Default 0.
+    /// Keep a checkpoint `epochNNN` every this many epochs, and `best` on improvement; 0 =
+    /// neither (`last` is written regardless). Default 0.
     pub save_every: usize,
+    /// Refresh the resumable `last` checkpoint at the end of every this many epochs. Default 1.
+    pub checkpoint_every: usize,
+    /// ... but not sooner than this many seconds after the previous one (0 = every
+    /// `checkpoint_every` epochs exactly); a kill loses at most this long plus one epoch.
+    /// Default 10.
+    pub checkpoint_seconds: f64,
     /// cpu, cuda or auto. Default auto.
     pub device: DeviceChoice,
     /// libtorch intra-op threads; 0 = libtorch's default. Default 0.
@@ -100,7 +112,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data/composition_functor.10.10000.5"),
-            save_dir: PathBuf::from("runs/default"),
+            save_dir: PathBuf::new(),
             batch_size: 64,
             epochs: 1000,
             lr: 1e-4,
@@ -112,6 +124,8 @@ impl Default for TrainConfig {
             log_every: 50,
             eval_every: 10,
             save_every: 0,
+            checkpoint_every: 1,
+            checkpoint_seconds: 10.0,
             device: DeviceChoice::Auto,
             threads: 0,
             geometry: GeometrySchedule::Eval,
@@ -253,11 +267,26 @@ impl RunConfig {
         if t.eval_every == 0 {
             return bad("eval_every", "must be at least 1".into());
         }
+        if t.checkpoint_every == 0 {
+            return bad("checkpoint_every", "must be at least 1".into());
+        }
+        if !(t.checkpoint_seconds.is_finite() && t.checkpoint_seconds >= 0.0) {
+            return bad(
+                "checkpoint_seconds",
+                format!("must be ≥ 0, got {}", t.checkpoint_seconds),
+            );
+        }
+        if t.threads > MAX_THREADS {
+            return bad(
+                "threads",
+                format!(
+                    "must be at most {MAX_THREADS} (0 = libtorch's default), got {}",
+                    t.threads
+                ),
+            );
+        }
         if self.train.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty".into());
-        }
-        if self.train.save_dir.as_os_str().is_empty() {
-            return bad("save_dir", "must not be empty".into());
         }
         // The vocabulary size is not known yet; any positive one checks the rest.
         self.model

@@ -1,18 +1,24 @@
 // The few libtorch calls the trainer needs that tch does not bind:
 // - one call into the fused Adam/AdamW kernels (`at::_fused_adam_`, `at::_fused_adamw_`): a whole
 //   optimiser step in a single pass over each parameter, instead of about ten elementwise kernels;
-// - dropping gradients (`zero_grad(set_to_none=True)`).
+// - dropping gradients (`zero_grad(set_to_none=True)`);
+// - reading and restoring the state of libtorch's default CPU generator (exact resume);
+// - `randperm` with a private generator seeded by a given seed (PyTorch's `RandomSampler`).
 //
 // Tensors arrive as the `at::Tensor*` handles tch wraps; the functions below mutate the tensors
 // behind them (parameters, moments, step counters, gradients) although Rust holds them as
 // `&Tensor`. Every exception is caught here, whatever its type (a C++ exception must not unwind
 // into Rust), and returned as text.
 #include <ATen/core/Tensor.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <ATen/ops/_fused_adam.h>
 #include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/randperm.h>
 
 #include <cstdio>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -80,5 +86,34 @@ extern "C" int trainer_fused_adam(at::Tensor **params, at::Tensor **grads, at::T
 extern "C" int trainer_clear_grads(at::Tensor **params, size_t n, char *err, size_t err_len) {
   return guarded(err, err_len, [&] {
     for (size_t i = 0; i < n; ++i) params[i]->mutable_grad().reset();
+  });
+}
+
+// The state of libtorch's default CPU generator (the byte tensor `torch.get_rng_state()`
+// returns), as a new tensor handle in `*out` that the caller owns.
+extern "C" int trainer_cpu_rng_state(at::Tensor **out, char *err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    *out = new at::Tensor(gen.get_state());
+  });
+}
+
+// Restores a state read by `trainer_cpu_rng_state` (`torch.set_rng_state`).
+extern "C" int trainer_set_cpu_rng_state(at::Tensor *state, char *err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(*state);
+  });
+}
+
+// `torch.randperm(n, generator=g)` with `g = torch.Generator(); g.manual_seed(seed)`: int64 on
+// the CPU, as a new tensor handle in `*out`.
+extern "C" int trainer_randperm(int64_t n, uint64_t seed, at::Tensor **out, char *err,
+                                size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    *out = new at::Tensor(at::randperm(n, gen, at::TensorOptions().dtype(at::kLong)));
   });
 }

@@ -285,6 +285,17 @@ impl GeometryClock {
         }
     }
 
+    /// Puts the clock where it stands after `epochs` epochs of `steps_per_epoch` steps, as if it
+    /// had run through them (a resumed run then measures at the steps an uninterrupted one
+    /// does).
+    pub fn replay(&mut self, epochs: usize, steps_per_epoch: u64) {
+        for epoch in 1..=epochs {
+            let step = epoch as u64 * steps_per_epoch;
+            self.geometry_due(epoch, step);
+            self.pca_due(step);
+        }
+    }
+
     /// Whether a requested PCA step was reached by `global_step` (each fires once, at the end of
     /// the epoch that passes it).
     pub fn pca_due(&mut self, global_step: u64) -> bool {
@@ -320,6 +331,28 @@ mod tests {
         assert!((40..=56).contains(&fired.len()), "{} firings", fired.len());
         let in_last_decade = fired.iter().filter(|&&s| s > 1000).count();
         assert!((10..=14).contains(&in_last_decade), "{in_last_decade}");
+    }
+
+    #[test]
+    fn a_replayed_clock_fires_where_an_uninterrupted_one_does() {
+        let fired = |clock: &mut GeometryClock, epochs: std::ops::RangeInclusive<usize>| {
+            epochs
+                .filter(|&e| {
+                    let g = clock.geometry_due(e, e as u64 * 3);
+                    clock.pca_due(e as u64 * 3) || g
+                })
+                .collect::<Vec<_>>()
+        };
+        let new = || GeometryClock::new(GeometrySchedule::Log, 10, &[4, 40, 41, 200]);
+        let whole = fired(&mut new(), 1..=100);
+        let mut resumed = new();
+        resumed.replay(37, 3);
+        let tail = fired(&mut resumed, 38..=100);
+        assert_eq!(
+            tail,
+            whole.into_iter().filter(|&e| e > 37).collect::<Vec<_>>()
+        );
+        assert!(!tail.is_empty());
     }
 
     #[test]

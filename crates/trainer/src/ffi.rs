@@ -1,9 +1,9 @@
 //! Safe wrappers over the C++ shim (`csrc/shim.cpp`): the libtorch calls tch does not bind.
 //!
 //! Every shim function catches all C++ exceptions and reports them as text; here they become
-//! [`TrainError::Optimizer`]. Tensors cross as the `at::Tensor*`
+//! [`TrainError::Optimizer`] (optimiser calls) or [`TrainError::Rng`] (generator calls). Tensors cross as the `at::Tensor*`
 //! handles tch wraps: the shim mutates what they point to (parameters, moments, step counters,
-//! gradients) even where Rust holds them as `&Tensor`, which is what tch's own
+//! gradients, the generator) even where Rust holds them as `&Tensor`, which is what tch's own
 //! in-place methods do too.
 
 use std::ffi::c_char;
@@ -34,6 +34,23 @@ unsafe extern "C" {
     fn trainer_clear_grads(
         params: *mut *mut torch_sys::C_tensor,
         n: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn trainer_cpu_rng_state(
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn trainer_set_cpu_rng_state(
+        state: *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn trainer_randperm(
+        n: i64,
+        seed: u64,
+        out: *mut *mut torch_sys::C_tensor,
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
@@ -172,4 +189,79 @@ pub fn clear_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Result<(
     // shim only resets each tensor's gradient.
     let rc = unsafe { trainer_clear_grads(ptrs.as_mut_ptr(), ptrs.len(), err.ptr(), 512) };
     err.check(rc).map_err(TrainError::Optimizer)
+}
+
+/// The state of libtorch's default CPU generator (`torch.get_rng_state()`), a uint8 tensor.
+///
+/// # Errors
+/// [`TrainError::Rng`] when libtorch fails.
+pub fn cpu_rng_state() -> Result<Tensor, TrainError> {
+    let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
+    let mut err = ErrBuf::new();
+    // SAFETY: `out` is a valid place for the shim to store a new `at::Tensor*`, which it does
+    // only on success; `err` as in `fused_adam`.
+    let rc = unsafe { trainer_cpu_rng_state(&mut out, err.ptr(), 512) };
+    err.check(rc).map_err(TrainError::Rng)?;
+    // SAFETY: on success the shim stored a heap-allocated `at::Tensor` that nothing else owns.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Restores a state read by [`cpu_rng_state`] (`torch.set_rng_state`).
+///
+/// # Errors
+/// [`TrainError::Rng`] when libtorch rejects the state (wrong size or kind).
+pub fn set_cpu_rng_state(state: &Tensor) -> Result<(), TrainError> {
+    let mut err = ErrBuf::new();
+    // SAFETY: `state` is a live `at::Tensor*` for the duration of the call, only read; `err` as
+    // in `fused_adam`.
+    let rc = unsafe { trainer_set_cpu_rng_state(state.as_ptr() as *mut _, err.ptr(), 512) };
+    err.check(rc).map_err(TrainError::Rng)
+}
+
+/// `torch.randperm(n, generator=g)` with `g` a fresh CPU generator seeded with `seed`: a
+/// permutation of `0..n` (int64, CPU).
+///
+/// # Errors
+/// [`TrainError::Rng`] when libtorch fails (e.g. a negative `n`).
+pub fn randperm(n: i64, seed: u64) -> Result<Tensor, TrainError> {
+    let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
+    let mut err = ErrBuf::new();
+    // SAFETY: as in `cpu_rng_state`.
+    let rc = unsafe { trainer_randperm(n, seed, &mut out, err.ptr(), 512) };
+    err.check(rc).map_err(TrainError::Rng)?;
+    // SAFETY: as in `cpu_rng_state`.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn generator_state_round_trips() {
+        let _rng = crate::tests_rng_lock();
+        tch::manual_seed(5);
+        let state = cpu_rng_state().unwrap();
+        let a = Tensor::rand([4], (Kind::Float, Device::Cpu));
+        set_cpu_rng_state(&state).unwrap();
+        let b = Tensor::rand([4], (Kind::Float, Device::Cpu));
+        assert!(a.equal(&b));
+        let bad = Tensor::zeros([3], (Kind::Uint8, Device::Cpu));
+        assert!(
+            set_cpu_rng_state(&bad).is_err(),
+            "a wrong state is an error, not a crash"
+        );
+    }
+
+    #[test]
+    fn randperm_is_a_seeded_permutation() {
+        let a = Vec::<i64>::try_from(randperm(10, 7).unwrap()).unwrap();
+        let b = Vec::<i64>::try_from(randperm(10, 7).unwrap()).unwrap();
+        assert_eq!(a, b);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert!(randperm(-1, 0).is_err());
+    }
 }

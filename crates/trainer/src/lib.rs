@@ -25,6 +25,7 @@ pub mod data;
 pub mod eval;
 pub mod ffi;
 pub mod optim;
+pub mod run_dir;
 pub mod sink;
 pub mod train;
 pub mod wandb;
@@ -109,6 +110,9 @@ pub enum TrainError {
     /// The optimiser kernel failed.
     #[error("optimizer: {0}")]
     Optimizer(String),
+    /// Reading, restoring or drawing from a random generator failed.
+    #[error("random generator: {0}")]
+    Rng(String),
     /// A checkpoint is missing, malformed or does not fit the run.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
@@ -117,7 +121,7 @@ pub enum TrainError {
     Wandb(#[from] wandb_http::WandbError),
     /// The training loss stopped being finite.
     #[error(
-        "the training loss became {value} in epoch {epoch} (step {global_step}); stopping, the last good checkpoint is kept"
+        "the training loss became {value} in epoch {epoch} (step {global_step}); stopping: {kept}"
     )]
     NonFinite {
         /// The epoch.
@@ -126,8 +130,11 @@ pub enum TrainError {
         global_step: u64,
         /// The loss.
         value: f64,
+        /// What the run directory keeps (the last good checkpoint, or that there is none).
+        kept: String,
     },
-    /// The run was interrupted (Ctrl-C); a `last` checkpoint was written.
+    /// The run was interrupted (a signal or the interrupt flag); a `last` checkpoint of where it
+    /// stood was written.
     #[error("interrupted; resume with --resume")]
     Interrupted,
 }

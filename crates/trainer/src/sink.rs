@@ -21,7 +21,13 @@ pub trait MetricsSink {
     /// Records `row` at `step`. Must not block training for long.
     fn log(&mut self, step: u64, row: &Row);
     /// Makes what was logged durable (called at the end of every epoch).
-    fn flush(&mut self) {}
+    ///
+    /// # Errors
+    /// The record of truth (the local file) reports a failed write here: the run stops rather
+    /// than train on without its metrics. Remote sinks never fail (they log and go on).
+    fn flush(&mut self) -> Result<(), TrainError> {
+        Ok(())
+    }
     /// Ends the run with a process-style exit code (0 = finished).
     fn finish(&mut self, _exit_code: i32) {}
 }
@@ -40,7 +46,8 @@ impl MetricsSink for NullSink {
 pub struct JsonlSink {
     path: PathBuf,
     out: BufWriter<File>,
-    failed: bool,
+    /// The first write error; nothing is written after it.
+    failed: Option<std::io::Error>,
 }
 
 impl JsonlSink {
@@ -57,7 +64,7 @@ impl JsonlSink {
         Ok(Self {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
-            failed: false,
+            failed: None,
         })
     }
 
@@ -72,26 +79,39 @@ impl JsonlSink {
             source,
         };
         let reader = BufReader::new(File::open(path).map_err(io)?);
+        let lines: Vec<String> = reader.lines().collect::<Result<_, _>>().map_err(io)?;
         let mut kept = String::new();
         let mut n = 0;
-        for (i, line) in reader.lines().enumerate() {
-            let line = line.map_err(io)?;
+        for (i, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let row: Value = serde_json::from_str(&line).map_err(|e| {
-                TrainError::Checkpoint(format!(
-                    "{}: line {}: not a JSON object: {e}",
-                    path.display(),
-                    i + 1
-                ))
-            })?;
+            let row: Value = match serde_json::from_str(line) {
+                Ok(row) => row,
+                // A half-written last line (the process died writing it) is dropped: the rows it
+                // held are written again from the checkpoint.
+                Err(e) if i + 1 == lines.len() => {
+                    tracing::warn!(
+                        "{}: line {} is incomplete ({e}); dropped",
+                        path.display(),
+                        i + 1
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err(TrainError::Checkpoint(format!(
+                        "{}: line {}: not a JSON object: {e}",
+                        path.display(),
+                        i + 1
+                    )));
+                }
+            };
             if row
                 .get(keys::GLOBAL_STEP)
                 .and_then(Value::as_u64)
                 .is_some_and(|s| s <= step)
             {
-                kept.push_str(&line);
+                kept.push_str(line);
                 kept.push('\n');
                 n += 1;
             }
@@ -103,28 +123,38 @@ impl JsonlSink {
 
 impl MetricsSink for JsonlSink {
     fn log(&mut self, _step: u64, row: &Row) {
-        if self.failed {
+        if self.failed.is_some() {
             return;
         }
         // A map of strings to numbers always serialises.
         let line = serde_json::to_string(row).unwrap_or_default();
         if let Err(e) = writeln!(self.out, "{line}") {
-            tracing::error!(
-                "writing {}: {e}; local metrics stop here",
-                self.path.display()
-            );
-            self.failed = true;
+            self.failed = Some(e);
         }
     }
 
-    fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            tracing::error!("flushing {}: {e}", self.path.display());
+    fn flush(&mut self) -> Result<(), TrainError> {
+        if self.failed.is_none()
+            && let Err(e) = self
+                .out
+                .flush()
+                .and_then(|()| self.out.get_ref().sync_data())
+        {
+            self.failed = Some(e);
+        }
+        match &self.failed {
+            None => Ok(()),
+            Some(e) => Err(TrainError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(e.kind(), e.to_string()),
+            }),
         }
     }
 
     fn finish(&mut self, _exit_code: i32) {
-        self.flush();
+        if let Err(e) = self.flush() {
+            tracing::error!("{e}");
+        }
     }
 }
 
@@ -288,10 +318,15 @@ impl MetricsSink for Sinks {
         }
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self) -> Result<(), TrainError> {
+        let mut first = Ok(());
         for s in &mut self.0 {
-            s.flush();
+            let outcome = s.flush();
+            if first.is_ok() {
+                first = outcome;
+            }
         }
+        first
     }
 
     fn finish(&mut self, exit_code: i32) {
@@ -316,4 +351,60 @@ pub fn row(global_step: u64, epoch: Option<usize>, values: &[(String, f64)]) -> 
         );
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_of_the_local_record_is_an_error_at_the_next_flush() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("metrics.jsonl");
+        let mut sink = JsonlSink::open(&path).unwrap();
+        sink.log(1, &row(1, None, &[("lr".into(), 0.1)]));
+        sink.flush().unwrap();
+        // A full disk: the writer's file becomes /dev/full (writes fail with ENOSPC).
+        sink.out = BufWriter::new(
+            OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        sink.log(2, &row(2, None, &[("lr".into(), 0.1)]));
+        match sink.flush() {
+            Err(TrainError::Io { path: p, source }) => {
+                assert_eq!(p, path);
+                assert_eq!(source.raw_os_error(), None, "a copied error");
+                assert!(source.to_string().contains("space"), "{source}");
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        // Once failed, it stays failed: nothing more is written.
+        sink.log(3, &row(3, None, &[]));
+        assert!(sink.flush().is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_on_resume_and_other_bad_lines_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("metrics.jsonl");
+        std::fs::write(
+            &path,
+            "{\"global_step\":1}\n{\"global_step\":2}\n{\"global_step\":3,\"lr\":0.",
+        )
+        .unwrap();
+        assert_eq!(JsonlSink::truncate_after(&path, 10).unwrap(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"global_step\":1}\n{\"global_step\":2}\n"
+        );
+        std::fs::write(
+            &path,
+            "{\"global_step\":1}\nnot json\n{\"global_step\":2}\n",
+        )
+        .unwrap();
+        assert!(JsonlSink::truncate_after(&path, 10).is_err());
+    }
 }

@@ -20,6 +20,13 @@
 //! matrix products may add in another order): in practice a relative 1e-5 on the losses after a
 //! few epochs.
 //!
+//! Nothing is lost: every member's run directory is locked while it trains; a directory that
+//! holds a run is refused unless it is resumed or explicitly overwritten; the resumable `last`
+//! checkpoint is refreshed at epoch ends (`checkpoint_every`, `checkpoint_seconds`) and written
+//! where the run stands when it is interrupted, mid-epoch included (the batch, the partial epoch
+//! loss and the generator state), so a resumed run gives the metrics of an uninterrupted one; a
+//! failed write of the local metrics log stops the run.
+//!
 //! Host synchronisations: one per logged batch (every `log_every` steps and each epoch's first),
 //! one at each epoch's end (the epoch loss, which also catches a non-finite loss), and one per
 //! evaluation. Everything else stays on the device.
@@ -38,12 +45,16 @@ use tch::{Device, Kind, Tensor, nn::VarStore};
 
 use crate::TrainError;
 use crate::analysis::{Analysis, GeometryClock, analyse_epoch};
-use crate::checkpoint::{self, Sidecar};
+use crate::checkpoint::{self, Loaded, Position, Sidecar};
 use crate::config::{DeviceChoice, RunConfig, batching, keys};
 use crate::data::DeviceData;
 use crate::eval::{EvalReport, evaluate, row_metrics};
+use crate::ffi;
 use crate::optim::{Adam, AdamConfig, GradScaler, lr_at};
-use crate::sink::{JsonlSink, MetricsSink, Row, Sinks, row};
+use crate::run_dir::{self, Ending, RunDirLock};
+use crate::sink::{MetricsSink, Row, Sinks, row};
+
+pub use crate::data::load_or_generate;
 
 /// Name of the checkpoint written at the end of every run and read by `--resume`.
 pub const LAST: &str = "last";
@@ -53,8 +64,11 @@ pub const BEST: &str = "best";
 /// How a run is started.
 #[derive(Default)]
 pub struct RunOptions {
-    /// Continue each member's run in its `save_dir` from its `last` checkpoint.
+    /// Continue each member's run in its `save_dir` from its newest valid checkpoint.
     pub resume: bool,
+    /// Start afresh in a `save_dir` that holds a run, removing its record (without it, such a
+    /// directory is refused).
+    pub overwrite: bool,
     /// Set from another thread (Ctrl-C) to stop after the current batch.
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Per member, sinks besides its local `metrics.jsonl` (W&B): empty, or one list per
@@ -68,6 +82,7 @@ impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunOptions")
             .field("resume", &self.resume)
+            .field("overwrite", &self.overwrite)
             .field("extra_sinks", &self.extra_sinks.len())
             .field("quiet", &self.quiet)
             .finish()
@@ -91,6 +106,11 @@ pub struct RunSummary {
     pub eval_seconds: f64,
     /// Seconds spent in geometry tracking (this invocation).
     pub geometry_seconds: f64,
+    /// Seconds spent writing `last` checkpoints during training (this invocation).
+    pub checkpoint_seconds: f64,
+    /// Whether the training loss grew far above where it started (three times the first epoch's
+    /// and at least one nat more): the run goes on, but it is flagged here and warned about.
+    pub diverged: bool,
     /// Optimiser steps taken by this invocation.
     pub steps_this_run: u64,
     /// Epochs run by this invocation.
@@ -111,25 +131,6 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device, TrainError> {
             reason: "`device = cuda` but libtorch sees no CUDA device".into(),
         }),
     }
-}
-
-/// Loads the dataset of `cfg.train.data_dir`, generating it from `cfg.data` first when the
-/// directory holds none.
-///
-/// # Errors
-/// Data and I/O errors.
-pub fn load_or_generate(cfg: &RunConfig) -> Result<Dataset, TrainError> {
-    let dir = &cfg.train.data_dir;
-    if Dataset::exists(dir) {
-        return Ok(Dataset::load(dir)?);
-    }
-    tracing::info!(
-        "no dataset in {}; generating one from the [data] parameters",
-        dir.display()
-    );
-    let ds = kg_data::generate(&cfg.data)?;
-    ds.save(dir)?;
-    Ok(ds)
 }
 
 /// A seed for (`seed`, `stream`) pairs: SplitMix64 of their combination, so that every epoch
@@ -179,36 +180,72 @@ pub fn run(cfg: RunConfig, opts: RunOptions) -> Result<RunSummary, TrainError> {
 /// As [`run`]; [`TrainError::Config`] naming the member and the key that makes two members
 /// incompatible, or a `save_dir` used twice.
 pub fn run_members(
-    cfgs: Vec<RunConfig>,
+    mut cfgs: Vec<RunConfig>,
     mut opts: RunOptions,
 ) -> Result<Vec<Result<RunSummary, TrainError>>, TrainError> {
     check_members(&cfgs, &opts)?;
-    let first = &cfgs[0];
     crate::tune_allocator();
-    let device = select_device(first.train.device)?;
-    if first.train.threads > 0 {
-        tch::set_num_threads(first.train.threads as i32);
+    let device = select_device(cfgs[0].train.device)?;
+    if cfgs[0].train.threads > 0 {
+        tch::set_num_threads(cfgs[0].train.threads as i32);
     }
-    for cfg in &cfgs {
-        let dir = &cfg.train.save_dir;
-        std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+    // One trainer per run directory (a fresh one where none is given), and no silent reuse of
+    // one.
+    let mut locks = Vec::with_capacity(cfgs.len());
+    for cfg in &mut cfgs {
+        if cfg.train.save_dir.as_os_str().is_empty() {
+            cfg.train.save_dir = run_dir::fresh_dir("run");
+        }
+        locks.push(run_dir::lock(&cfg.train.save_dir)?);
     }
+    let resumed = if opts.resume {
+        cfgs.iter()
+            .map(|c| {
+                checkpoint::newest_valid(&c.train.save_dir)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        TrainError::Checkpoint(format!(
+                            "{}: no valid checkpoint to resume from (the run stopped before its                              first one); start it again with --overwrite",
+                            c.train.save_dir.display()
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        for c in &cfgs {
+            run_dir::prepare_fresh(&c.train.save_dir, opts.overwrite)?;
+        }
+        cfgs.iter().map(|_| None).collect()
+    };
 
-    let ds = load_or_generate(first)?;
+    let ds = crate::data::load_or_generate(&cfgs[0])?;
+    let (params, notes) = crate::data::recorded_params(&ds, &cfgs[0].data);
+    for note in notes {
+        tracing::warn!("{}: {note}", cfgs[0].train.data_dir.display());
+    }
+    for cfg in &mut cfgs {
+        cfg.data = params.clone();
+    }
+    let repeated = ds.repeated_rows();
+    if let Some((file, row, earlier)) = repeated.first() {
+        tracing::warn!(
+            "{}: {} rows repeat an earlier row of their file (first: {file} row {row} = row {earlier}); they are kept, as the original's loader keeps them",
+            cfgs[0].train.data_dir.display(),
+            repeated.len()
+        );
+    }
     let data = DeviceData::new(&ds, device);
     if data.train.n == 0 {
         return Err(TrainError::Data(kg_data::DataError::File {
-            file: first.train.data_dir.join("train.json"),
+            file: cfgs[0].train.data_dir.join("train.json"),
             reason: "no training rows".into(),
         }));
     }
-    let gpt_cfg = first.model.with_vocab(ds.vocab.len() as i64);
+    let gpt_cfg = cfgs[0].model.with_vocab(ds.vocab.len() as i64);
+    check_fits(&gpt_cfg, cfgs.len(), device)?;
     let vs = VarStore::new(device);
     let model = if cfgs.len() == 1 {
-        tch::manual_seed(first.train.seed as i64);
+        tch::manual_seed(cfgs[0].train.seed as i64);
         Model::Single(Gpt::new(&vs.root(), &gpt_cfg)?)
     } else {
         let seeds: Vec<u64> = cfgs.iter().map(|c| c.train.seed).collect();
@@ -219,57 +256,36 @@ pub fn run_members(
         .map(|c| AdamConfig::new(c.train.optimizer, c.train.weight_decay))
         .collect();
     let mut opt = Adam::for_model(model.members(), adam_cfgs)?;
-    let amp = first.train.use_amp && device.is_cuda();
+    let amp = cfgs[0].train.use_amp && device.is_cuda();
     let scalers = amp.then(|| cfgs.iter().map(|_| GradScaler::new(device)).collect());
 
-    let (mut epoch, mut global_step) = (0usize, 0u64);
-    let mut bests = vec![None; cfgs.len()];
-    if opts.resume {
-        let mut at: Option<(PathBuf, usize, u64)> = None;
-        for (k, cfg) in cfgs.iter().enumerate() {
-            let dir = checkpoint::path(&cfg.train.save_dir, LAST);
-            let loaded = checkpoint::load(&dir)?;
-            check_resumable(&loaded.sidecar, cfg, &ds, &dir)?;
-            model.members().load_member(k as i64, &loaded.params)?;
-            opt.load_member_state(k, &loaded.optimizer)?;
-            let (e, s) = (loaded.sidecar.epoch, loaded.sidecar.global_step);
-            if let Some((other, e0, s0)) = &at {
-                if (e, s) != (*e0, *s0) {
-                    return Err(TrainError::Checkpoint(format!(
-                        "{}: at epoch {e}, step {s}, but {} is at epoch {e0}, step {s0}: members resumed together must have been saved together",
-                        dir.display(),
-                        other.display()
-                    )));
-                }
-            }
-            at = Some((dir, e, s));
-            (epoch, global_step) = (e, s);
-            bests[k] = loaded.sidecar.best_macro_ce;
-        }
-        tracing::info!("resuming at epoch {epoch}, step {global_step}");
-    }
-
+    let fingerprint = ds.fingerprint();
+    let (start, resume) = restore(&cfgs, resumed, &ds, &fingerprint, model.members(), &mut opt)?;
     let mut extra = std::mem::take(&mut opts.extra_sinks);
     extra.resize_with(cfgs.len(), Vec::new);
     let mut members = Vec::with_capacity(cfgs.len());
-    for ((cfg, mut more), best) in cfgs.into_iter().zip(extra).zip(bests) {
+    for ((cfg, mut more), best) in cfgs.into_iter().zip(extra).zip(resume.bests) {
         let save_dir = cfg.train.save_dir.clone();
-        let mut sinks = Sinks(vec![Box::new(open_run_dir(
+        let mut sinks = Sinks(vec![Box::new(run_dir::open_record(
             &cfg,
-            opts.resume.then_some(global_step),
+            opts.resume.then_some(start.global_step),
         )?)]);
         sinks.0.append(&mut more);
         let analysis = Analysis::new(&ds, &save_dir, device)?;
-        let clock = GeometryClock::new(
+        let mut clock = GeometryClock::new(
             cfg.train.geometry,
             cfg.train.eval_every,
             &cfg.train.pca_steps,
         );
+        clock.replay(
+            start.epoch,
+            data.train.n.div_ceil(cfg.train.batch_size) as u64,
+        );
         members.push(Member {
             summary: RunSummary {
                 save_dir,
-                epochs: epoch,
-                global_step,
+                epochs: start.epoch,
+                global_step: start.global_step,
                 ..Default::default()
             },
             cfg,
@@ -280,6 +296,9 @@ pub fn run_members(
             best,
             failed: None,
             status: String::new(),
+            first_ce: None,
+            saved: None,
+            last_checkpoint: Instant::now(),
         });
     }
 
@@ -289,12 +308,132 @@ pub fn run_members(
         opt,
         scalers,
         vocab: ds.vocab.tokens().to_vec(),
-        epoch,
-        global_step,
+        dataset: fingerprint,
+        epoch: start.epoch,
+        global_step: start.global_step,
         members,
+        resume_in_epoch: (start.batch_in_epoch > 0)
+            .then_some((start.batch_in_epoch, resume.loss_sums)),
+        resume_rng: resume.rng_state,
+        stopped_in_epoch: None,
+        _locks: locks,
     };
     let outcome = trainer.train(&data, &opts);
     trainer.finish(outcome, device)
+}
+
+/// What the checkpoints of resumed members give besides their weights and optimiser state.
+struct Resumed {
+    /// Best macro CE of each member.
+    bests: Vec<Option<f64>>,
+    /// Each member's partial epoch loss, when resumed mid-epoch.
+    loss_sums: Vec<f64>,
+    /// The generator state to continue a mid-epoch dropout stream with.
+    rng_state: Option<Tensor>,
+}
+
+/// Loads every resumed member (weights, optimiser state) after checking that its checkpoint fits
+/// the run; all members must stand at the same position. Returns that position (the start for
+/// fresh runs) and the rest of what the checkpoints hold.
+fn restore(
+    cfgs: &[RunConfig],
+    resumed: Vec<Option<Loaded>>,
+    ds: &Dataset,
+    fingerprint: &str,
+    model: &dyn Members,
+    opt: &mut Adam,
+) -> Result<(Position, Resumed), TrainError> {
+    let mut out = Resumed {
+        bests: vec![None; cfgs.len()],
+        loss_sums: vec![0.0; cfgs.len()],
+        rng_state: None,
+    };
+    let mut start: Option<(PathBuf, Position)> = None;
+    for (k, (cfg, loaded)) in cfgs.iter().zip(resumed).enumerate() {
+        let Some(loaded) = loaded else {
+            continue;
+        };
+        check_resumable(&loaded.sidecar, cfg, ds, fingerprint, &loaded.dir)?;
+        model.load_member(k as i64, &loaded.params)?;
+        opt.load_member_state(k, &loaded.optimizer)?;
+        let at = loaded.sidecar.position();
+        if let Some((other, first)) = &start {
+            let same = |p: &Position| (p.epoch, p.global_step, p.batch_in_epoch);
+            if same(&at) != same(first) {
+                return Err(TrainError::Checkpoint(format!(
+                    "{}: at epoch {}, step {}, but {} is at epoch {}, step {}: members resumed together must have been saved together",
+                    loaded.dir.display(),
+                    at.epoch,
+                    at.global_step,
+                    other.display(),
+                    first.epoch,
+                    first.global_step
+                )));
+            }
+        }
+        let within = if at.batch_in_epoch > 0 {
+            format!(", batch {} of epoch {}", at.batch_in_epoch, at.epoch + 1)
+        } else {
+            String::new()
+        };
+        tracing::info!(
+            "resuming {} from {} (epoch {}, step {}{within}): its newest valid checkpoint",
+            cfg.train.save_dir.display(),
+            loaded.dir.display(),
+            at.epoch,
+            at.global_step
+        );
+        out.bests[k] = loaded.sidecar.best_macro_ce;
+        out.loss_sums[k] = at.epoch_loss_sum;
+        out.rng_state = out.rng_state.or(loaded.rng_state);
+        start = Some((loaded.dir, at));
+    }
+    Ok((start.map(|(_, p)| p).unwrap_or_default(), out))
+}
+
+/// Refuses a model that cannot fit before anything is allocated: its weights, gradients and
+/// Adam's two moments (16 bytes a parameter, per member) against the memory this machine has
+/// free (on CPU; a CUDA device reports its own out-of-memory error).
+fn check_fits(cfg: &gpt_rope::GptConfig, members: usize, device: Device) -> Result<(), TrainError> {
+    let (v, c, l) = (
+        cfg.vocab_size as f64,
+        cfg.d_model as f64,
+        cfg.n_layer as f64,
+    );
+    // Embedding and head, then per block qkv, out, two MLP matrices and small vectors.
+    let params = 2.0 * v * c + l * (12.0 * c * c + 13.0 * c);
+    let needed = 16.0 * params * members as f64;
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    let available = match device {
+        Device::Cpu => available_memory(),
+        _ => None,
+    };
+    let too_big = needed > 1e15 || available.is_some_and(|a| needed > a);
+    if too_big {
+        return Err(TrainError::Config {
+            source_name: "model".into(),
+            reason: format!(
+                "d_model = {}, n_layer = {}, vocabulary {} ({members} member(s)) need about {:.1} GiB for weights, gradients and Adam's moments{}",
+                cfg.d_model,
+                cfg.n_layer,
+                cfg.vocab_size,
+                gib(needed),
+                available.map_or(String::new(), |a| format!(
+                    ", more than the {:.1} GiB free here",
+                    gib(a)
+                ))
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Free memory of this machine in bytes (Linux `MemAvailable`), when known.
+fn available_memory() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
 }
 
 /// The checks before anything is created: every configuration valid, several ones compatible
@@ -370,6 +509,12 @@ struct Member {
     failed: Option<TrainError>,
     /// The one-line state after its last evaluation.
     status: String,
+    /// Training CE of the first epoch of this invocation (the divergence check's baseline).
+    first_ce: Option<f64>,
+    /// The last checkpoint written, in words (what a failure keeps).
+    saved: Option<String>,
+    /// When `last` was last written.
+    last_checkpoint: Instant,
 }
 
 impl Member {
@@ -410,30 +555,62 @@ struct Trainer {
     /// One loss scaler per member, with mixed precision on CUDA.
     scalers: Option<Vec<GradScaler>>,
     vocab: Vec<String>,
+    /// [`Dataset::fingerprint`] of the dataset, recorded in checkpoints.
+    dataset: String,
     /// Completed epochs.
     epoch: usize,
     global_step: u64,
     members: Vec<Member>,
+    /// Resuming mid-epoch: the batches already done of the next epoch and each member's partial
+    /// epoch loss.
+    resume_in_epoch: Option<(usize, Vec<f64>)>,
+    /// The generator state of a mid-epoch checkpoint, restored at the start of that epoch.
+    resume_rng: Option<Tensor>,
+    /// Where an interrupted epoch stopped: batches done and each member's partial loss.
+    stopped_in_epoch: Option<(usize, Vec<f64>)>,
+    /// Held for the whole run: one trainer per run directory.
+    _locks: Vec<RunDirLock>,
 }
 
 impl Trainer {
-    /// Writes member `k`'s checkpoint `name`.
-    fn save(&self, k: usize, name: &str) -> Result<(), TrainError> {
+    /// Writes member `k`'s checkpoint `name` at the trainer's position (mid-epoch when it was
+    /// interrupted there), with the generator state.
+    fn save(&mut self, k: usize, name: &str) -> Result<(), TrainError> {
+        let started = Instant::now();
         let member = &self.members[k];
+        let (batch_in_epoch, epoch_loss_sum) = match &self.stopped_in_epoch {
+            Some((batch, sums)) => (*batch, sums[k]),
+            None => (0, 0.0),
+        };
         let sidecar = Sidecar {
             format_version: checkpoint::CHECKPOINT_FORMAT,
             config: member.cfg.clone(),
             vocab: self.vocab.clone(),
-            epoch: member.summary.epochs,
-            global_step: member.summary.global_step,
+            dataset: Some(self.dataset.clone()),
+            epoch: self.epoch,
+            global_step: self.global_step,
+            batch_in_epoch,
+            epoch_loss_sum,
             best_macro_ce: member.best,
+            files: Vec::new(),
         };
+        let dir = checkpoint::path(&member.summary.save_dir, name);
         checkpoint::save(
-            &checkpoint::path(&member.summary.save_dir, name),
+            &dir,
             &self.model.members().member_state(k as i64)?,
             &self.opt.member_state(k),
+            Some(&ffi::cpu_rng_state()?),
             &sidecar,
-        )
+        )?;
+        let member = &mut self.members[k];
+        member.saved = Some(format!(
+            "{} (epoch {}, step {})",
+            dir.display(),
+            self.epoch,
+            self.global_step
+        ));
+        member.summary.checkpoint_seconds += started.elapsed().as_secs_f64();
+        Ok(())
     }
 
     fn train(&mut self, data: &DeviceData, opts: &RunOptions) -> Result<(), TrainError> {
@@ -461,10 +638,25 @@ impl Trainer {
             let orders = Tensor::from_slice(&orders)
                 .view([k, n as i64])
                 .to_device(device); // (K, n)
-            let mut loss_sum = Tensor::zeros([k], (Kind::Float, device));
-            let mut batches = 0i64;
-            for (bi, start) in (0..n).step_by(first.batch_size).enumerate() {
+            // A run resumed mid-epoch continues at its batch, with its partial losses and the
+            // generator where it stopped.
+            let (skip, sums) = self
+                .resume_in_epoch
+                .take()
+                .unwrap_or_else(|| (0, vec![0.0; k as usize]));
+            if let Some(state) = self.resume_rng.take()
+                && skip > 0
+            {
+                ffi::set_cpu_rng_state(&state)?;
+            }
+            let sums: Vec<f32> = sums.iter().map(|&x| x as f32).collect();
+            let mut loss_sum = Tensor::from_slice(&sums).to_device(device); // (K)
+            let mut batches = skip as i64;
+            for (bi, start) in (0..n).step_by(first.batch_size).enumerate().skip(skip) {
                 if interrupted() {
+                    let partial: Vec<f32> = Vec::try_from(loss_sum.to_device(Device::Cpu))?;
+                    self.stopped_in_epoch =
+                        Some((bi, partial.into_iter().map(f64::from).collect()));
                     return Err(TrainError::Interrupted);
                 }
                 let len = first.batch_size.min(n - start) as i64;
@@ -525,11 +717,15 @@ impl Trainer {
                 member.summary.train_seconds += train_seconds;
                 member.summary.steps_this_run += batches as u64;
                 if !ce.is_finite() {
-                    member.sinks.flush();
+                    let _ = member.sinks.flush();
                     member.failed = Some(TrainError::NonFinite {
                         epoch,
                         global_step: self.global_step,
                         value: f64::from(ce),
+                        kept: match &member.saved {
+                            Some(saved) => format!("the last good checkpoint is kept: {saved}"),
+                            None => "no checkpoint had been written yet".into(),
+                        },
                     });
                     continue;
                 }
@@ -552,9 +748,12 @@ impl Trainer {
                 if let Err(e) =
                     self.finish_epoch(i, epoch, ce, report, eval_seconds, opts.quiet, &bar)
                 {
-                    self.members[i].sinks.flush();
+                    let _ = self.members[i].sinks.flush();
                     self.members[i].failed = Some(e);
                 }
+            }
+            if epoch < first.epochs {
+                self.refresh_checkpoints(epoch);
             }
             if let Some(bar) = &bar {
                 bar.set_position(epoch as u64);
@@ -625,9 +824,20 @@ impl Trainer {
             &mut values,
             &mut member.summary.geometry_seconds,
         )?;
+        let baseline = *member.first_ce.get_or_insert(ce_epoch);
+        if !member.summary.diverged && ce_epoch > 3.0 * baseline && ce_epoch > baseline + 1.0 {
+            member.summary.diverged = true;
+            tracing::warn!(
+                "{}: the training loss diverged: train CE {ce_epoch:.4e} in epoch {epoch}, over three times the {baseline:.4} it started from (is the learning rate {} too large?); the run goes on",
+                member.summary.save_dir.display(),
+                member.cfg.train.lr
+            );
+            values.push((keys::DIVERGED.to_string(), 1.0));
+        }
         let epoch_row: Row = row(step, Some(epoch), &values);
         member.sinks.log(step, &epoch_row);
-        member.sinks.flush();
+        // The local metrics log is the record of truth: a run does not train on without it.
+        member.sinks.flush()?;
 
         member.status = status(step, ce_epoch, &report);
         let t = &member.cfg.train;
@@ -669,6 +879,26 @@ impl Trainer {
         Ok(())
     }
 
+    /// Refreshes the resumable `last` checkpoint of every member due after `epoch`: every
+    /// `checkpoint_every` epochs, and not sooner than `checkpoint_seconds` after its previous
+    /// one. A failed write stops that member (its previous checkpoint stays valid).
+    fn refresh_checkpoints(&mut self, epoch: usize) {
+        for k in 0..self.members.len() {
+            let m = &self.members[k];
+            let t = &m.cfg.train;
+            let due = m.alive()
+                && epoch % t.checkpoint_every == 0
+                && m.last_checkpoint.elapsed().as_secs_f64() >= t.checkpoint_seconds;
+            if !due {
+                continue;
+            }
+            match self.save(k, LAST) {
+                Ok(()) => self.members[k].last_checkpoint = Instant::now(),
+                Err(e) => self.members[k].failed = Some(e),
+            }
+        }
+    }
+
     /// The progress bar's message: the member's status, or the range over members.
     fn progress_message(&self) -> String {
         let alive: Vec<&Member> = self.members.iter().filter(|m| m.alive()).collect();
@@ -691,19 +921,19 @@ impl Trainer {
         }
     }
 
-    /// The end of every member: `last` checkpoint (unless its loss stopped being finite: the
-    /// last good checkpoint is kept), final PCA, sinks finished with the member's exit code,
-    /// timings, plots. Returns `outcome`'s error (shared by all members) or one outcome per
-    /// member.
+    /// The end of every member: `last` checkpoint where the run stands (unless its loss stopped
+    /// being finite: the last good checkpoint is kept), final PCA, sinks finished with the
+    /// member's exit code, `summary.json`, timings, plots. Returns `outcome`'s error (shared by
+    /// all members) or one outcome per member.
     fn finish(
         mut self,
         outcome: Result<(), TrainError>,
         device: Device,
     ) -> Result<Vec<Result<RunSummary, TrainError>>, TrainError> {
-        let exit_code = match &outcome {
-            Ok(()) => 0,
-            Err(TrainError::Interrupted) => 130,
-            Err(_) => 1,
+        let (exit_code, ending) = match &outcome {
+            Ok(()) => (0, Ending::Finished),
+            Err(TrainError::Interrupted) => (130, Ending::Interrupted),
+            Err(_) => (1, Ending::Failed),
         };
         let k = self.members.len();
         let mut results = Vec::with_capacity(k);
@@ -724,17 +954,20 @@ impl Trainer {
                     tracing::warn!("final PCA not recorded: {e}");
                 }
             }
-            let code = if member.failed.is_some() && exit_code == 0 {
-                1
-            } else {
-                exit_code
+            let (code, own_ending) = match (&member.failed, exit_code) {
+                (Some(_), 0) => (1, Ending::Failed),
+                _ => (exit_code, ending),
             };
             member.sinks.finish(code);
-            if let Err(e) = write_timings(&member.summary.save_dir, &member.summary, device, k) {
+            let error = member.failed.as_ref().or(outcome.as_ref().err());
+            if let Err(e) = run_dir::write_summary(&member.summary, own_ending, error) {
+                tracing::warn!("summary not written: {e}");
+            }
+            if let Err(e) = run_dir::write_timings(&member.summary, device, k) {
                 tracing::warn!("timings not written: {e}");
             }
             if member.cfg.train.plots {
-                write_plots(&member.summary.save_dir);
+                run_dir::write_plots(&member.summary.save_dir);
             }
             results.push(match member.failed.take() {
                 Some(e) => Err(e),
@@ -776,19 +1009,6 @@ fn status(step: u64, ce_epoch: f64, report: &EvalReport) -> String {
     )
 }
 
-/// Draws a finished run's plots into `<save_dir>/plots`; a failure is a warning (the run itself
-/// is complete).
-fn write_plots(save_dir: &Path) {
-    match plots::write_run_plots(save_dir) {
-        Ok(files) => tracing::info!(
-            "{} plot files in {}",
-            files.len(),
-            save_dir.join("plots").display()
-        ),
-        Err(e) => tracing::warn!("plots not written: {e}"),
-    }
-}
-
 /// The values of a logged training batch: `[CE, ACC, PROB]` means of its rows (as
 /// [`row_metrics`] columns) and the learning rate.
 fn batch_values(m: &[f32], lr: f64) -> [(String, f64); 4] {
@@ -800,76 +1020,12 @@ fn batch_values(m: &[f32], lr: f64) -> [(String, f64); 4] {
     ]
 }
 
-/// Opens a run directory's local record and writes its `config.toml`. A fresh start removes the
-/// `metrics.jsonl` and `pca.jsonl` of an earlier run in the same directory; a resume from a
-/// checkpoint at `resume_step` drops their rows after that step, so the lost tail is written
-/// exactly once. Returns the `metrics.jsonl` sink.
-fn open_run_dir(cfg: &RunConfig, resume_step: Option<u64>) -> Result<JsonlSink, TrainError> {
-    let save_dir = &cfg.train.save_dir;
-    let metrics_path = save_dir.join("metrics.jsonl");
-    for path in [metrics_path.clone(), save_dir.join("pca.jsonl")] {
-        match resume_step {
-            Some(step) => {
-                JsonlSink::truncate_after(&path, step)?;
-            }
-            None if path.exists() => {
-                std::fs::remove_file(&path).map_err(|source| TrainError::Io {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            None => {}
-        }
-    }
-    checkpoint::write_atomic(
-        &save_dir.join("config.toml"),
-        cfg.to_toml_string().as_bytes(),
-    )?;
-    JsonlSink::open(&metrics_path)
-}
-
-/// Peak resident memory of this process in MiB (Linux `VmHWM`), when known.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Writes `timings.json`: where this invocation's time went, for benchmarks. `members` is the
-/// number of runs trained in the same batched process (1 for a single run); their training and
-/// evaluation seconds are the shared process's.
-fn write_timings(
-    save_dir: &Path,
-    s: &RunSummary,
-    device: Device,
-    members: usize,
-) -> Result<(), TrainError> {
-    let epochs = s.epochs_this_run.max(1) as f64;
-    let json = serde_json::json!({
-        "device": format!("{device:?}"),
-        "batched_members": members,
-        "threads": tch::get_num_threads(),
-        "epochs": s.epochs_this_run,
-        "steps": s.steps_this_run,
-        "train_seconds": s.train_seconds,
-        "eval_seconds": s.eval_seconds,
-        "geometry_seconds": s.geometry_seconds,
-        "steps_per_second": s.steps_this_run as f64 / s.train_seconds.max(1e-9),
-        "train_ms_per_step": 1e3 * s.train_seconds / (s.steps_this_run.max(1) as f64),
-        "train_seconds_per_epoch": s.train_seconds / epochs,
-        "eval_ms_per_epoch": 1e3 * s.eval_seconds / epochs,
-        "peak_rss_mib": peak_rss_mib(),
-    });
-    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-    checkpoint::write_atomic(&save_dir.join("timings.json"), text.as_bytes())
-}
-
 /// A run can resume only with the same model, optimiser and data as its checkpoint.
 fn check_resumable(
     sidecar: &Sidecar,
     cfg: &RunConfig,
     ds: &Dataset,
+    fingerprint: &str,
     dir: &Path,
 ) -> Result<(), TrainError> {
     let then = &sidecar.config;
@@ -893,6 +1049,13 @@ fn check_resumable(
     }
     if sidecar.vocab != ds.vocab.tokens() {
         return mismatch("vocabulary (data_dir)");
+    }
+    if sidecar.dataset.as_deref().is_some_and(|d| d != fingerprint) {
+        return Err(TrainError::Checkpoint(format!(
+            "{}: cannot resume on {}: it is not the dataset the run trained on (its facts differ)",
+            dir.display(),
+            cfg.train.data_dir.display()
+        )));
     }
     Ok(())
 }
