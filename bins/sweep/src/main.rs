@@ -14,8 +14,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -206,19 +204,15 @@ fn run_options(
     o.threads = threads;
     o.ensemble = ensemble;
     o.verbose = true;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    // Children share the terminal's process group, so they get the Ctrl-C themselves and write
-    // their checkpoints; the sweep only stops starting new ones.
-    if ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("interrupt: starting no further experiment (Ctrl-C again to abort)");
-    })
-    .is_ok()
-    {
-        o.stop = Some(stop);
+    // The first SIGINT/SIGTERM/SIGHUP: no further experiment starts, and the running `train`
+    // processes are told to stop (they checkpoint where they stand); a restarted sweep resumes
+    // them. Children also die with this process if it is killed outright.
+    match signals::install(
+        "sweep",
+        "starting no further experiment; the running ones write a checkpoint and stop",
+    ) {
+        Ok(stop) => o.stop = Some(stop.flag()),
+        Err(e) => eprintln!("warning: no signal handlers ({e}); Ctrl-C stops without checkpoints"),
     }
     o
 }

@@ -273,30 +273,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let outcomes = match trainer::run_members(cfgs, opts) {
         Ok(outcomes) => outcomes,
         Err(TrainError::Interrupted) => {
-            for dir in &dirs {
-                eprintln!(
-                    "interrupted: resume with `train --resume {}`",
-                    dir.display()
-                );
-            }
-            return Ok(ExitCode::from(130));
+            let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            eprintln!(
+                "interrupted: a checkpoint of where the run stood is written; continue with `train --resume {}`",
+                dirs.join(" ")
+            );
+            return Ok(ExitCode::from(stop.exit_code()));
         }
         Err(e) => return Err(e.into()),
     };
     let mut failed = false;
     for (dir, outcome) in dirs.iter().zip(outcomes) {
         match outcome {
-            Ok(s) => eprintln!(
-                "done: {} epochs, {} steps in {} ({:.1} steps/s, {:.2} ms/epoch training, {:.2} ms/eval, {:.1} s geometry{})",
-                s.epochs,
-                s.global_step,
-                dir.display(),
-                s.steps_this_run as f64 / s.train_seconds.max(1e-9),
-                1e3 * s.train_seconds / s.epochs_this_run.max(1) as f64,
-                1e3 * s.eval_seconds / s.epochs_this_run.max(1) as f64,
-                s.geometry_seconds,
-                if batched { ", batched" } else { "" },
-            ),
+            Ok(s) => {
+                eprintln!(
+                    "done: {} epochs, {} steps in {} ({:.1} steps/s, {:.2} ms/epoch training, {:.2} ms/eval, {:.1} s geometry{})",
+                    s.epochs,
+                    s.global_step,
+                    dir.display(),
+                    s.steps_this_run as f64 / s.train_seconds.max(1e-9),
+                    1e3 * s.train_seconds / s.epochs_this_run.max(1) as f64,
+                    1e3 * s.eval_seconds / s.epochs_this_run.max(1) as f64,
+                    s.geometry_seconds,
+                    if batched { ", batched" } else { "" },
+                );
+                if s.diverged {
+                    eprintln!(
+                        "warning: the training loss of {} diverged (summary.json has diverged = true)",
+                        dir.display()
+                    );
+                }
+            }
             Err(e) if !batched => return Err(e.into()),
             Err(e) => {
                 failed = true;

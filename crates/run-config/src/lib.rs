@@ -10,6 +10,8 @@
 //! - [`GptConfig`]: the model's hyper-parameters (the `gpt-rope` crate builds the model from it).
 //! - [`batching`]: which runs may train together as one batched ensemble.
 //! - [`fields`]: every configuration key once: table, flag, kind, per-member rule, description.
+//! - [`record`]: a checkpoint's sidecar and which checkpoints of a run are valid (what the
+//!   sweep reads to tell finished, resumable and fresh runs apart).
 //! - [`keys`]: the names of everything a run records (metrics rows, W&B, plots), defined once.
 //!
 //! No libtorch: programs that only read, write or expand configurations (sweeps, Slurm scripts,
@@ -19,6 +21,7 @@ pub mod batching;
 pub mod fields;
 pub mod keys;
 mod model;
+pub mod record;
 mod run;
 
 use std::path::PathBuf;

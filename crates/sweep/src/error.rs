@@ -8,6 +8,14 @@ use std::path::PathBuf;
 /// goes on. These are the failures that stop the sweep before it starts or after it ends.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
+    /// Another `sweep run` works in the same sweep directory.
+    #[error("{}: another sweep (pid {pid}) is running in this directory; wait for it or stop it first", dir.display())]
+    Locked {
+        /// The sweep directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it.
+        pid: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -30,8 +30,11 @@ use crate::experiment::{Experiment, Sweep};
 pub const STATUS_FILE: &str = "sweep-status.jsonl";
 /// Lines of a failed run's stderr kept in its status row.
 pub const TAIL_LINES: usize = 20;
-/// Exit status of `train` when interrupted (it wrote a `last` checkpoint first).
-const INTERRUPTED_EXIT: i32 = 130;
+/// Exit statuses of `train` stopped by SIGINT, SIGTERM or SIGHUP (it wrote a `last` checkpoint
+/// of where it stood first).
+const INTERRUPTED_EXITS: [i32; 3] = [130, 143, 129];
+/// The lock file of a sweep directory, held by `sweep run` while it runs.
+pub const LOCK_FILE: &str = ".sweep.lock";
 /// Default of [`RunOptions::ensemble`]: members per batched `train` process.
 pub const DEFAULT_ENSEMBLE: usize = 8;
 /// Name of a batched member's resolved configuration in its run directory.
@@ -168,17 +171,12 @@ impl Outcome {
     }
 }
 
-/// The completed epochs recorded by `<run_dir>/checkpoints/last/checkpoint.json`, with the
-/// configuration stored there; `None` when there is no readable sidecar.
+/// The completed epochs of the newest valid checkpoint of `run_dir`, with the configuration
+/// stored there; `None` when it has none.
 pub fn last_checkpoint(run_dir: &Path) -> Option<(u64, Option<RunConfig>)> {
-    let path = run_dir.join("checkpoints/last/checkpoint.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let epoch = v.get(keys::EPOCH)?.as_u64()?;
-    let cfg = v
-        .get_mut("config")
-        .and_then(|c| serde_json::from_value::<RunConfig>(c.take()).ok());
-    Some((epoch, cfg))
+    let (valid, _) = run_config::record::newest_sidecars(run_dir);
+    let (_, sidecar) = valid.into_iter().next()?;
+    Some((sidecar.epoch as u64, Some(sidecar.config)))
 }
 
 /// True when the run directory holds a run finished at `epochs` epochs.
@@ -194,7 +192,9 @@ enum RunState {
     /// An unfinished checkpoint written with the same configuration (thread count aside), so
     /// resuming gives the run the sweep asks for.
     Resumable,
-    /// Nothing usable: the run starts from scratch.
+    /// Nothing usable (no valid checkpoint, or one of another configuration): the run starts
+    /// from scratch, replacing what its directory holds (`train --overwrite`: a sweep owns its
+    /// run directories).
     Fresh,
 }
 
@@ -211,6 +211,44 @@ fn run_state(e: &Experiment) -> RunState {
         }
         _ => RunState::Fresh,
     }
+}
+
+/// An exclusive hold on a sweep directory (released when dropped, or when the process dies).
+#[derive(Debug)]
+pub struct SweepLock {
+    _file: File,
+}
+
+/// Takes the lock of sweep directory `dir`, so that two `sweep run` never work on the same
+/// runs at once (array tasks of `run-one`/`run-batch` share a directory by design and do not
+/// take it; each `train` locks its own run directory).
+///
+/// # Errors
+/// [`crate::SweepError::Locked`] naming the directory and the holder's pid; I/O errors.
+pub fn lock_dir(dir: &Path) -> Result<SweepLock> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(crate::SweepError::Locked {
+                dir: dir.to_path_buf(),
+                pid: holder.trim().to_string(),
+            });
+        }
+    }
+    file.set_len(0).map_err(io_err(&path))?;
+    write!(file, "{}", std::process::id()).map_err(io_err(&path))?;
+    Ok(SweepLock { _file: file })
 }
 
 /// Generates every dataset the sweep needs, serially, before any run starts (parallel runs then
@@ -249,6 +287,7 @@ fn ensure_datasets<'a>(
 pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
     let dir = sweep.dir();
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let _lock = lock_dir(&dir)?;
     let data_failures = prepare_datasets(sweep, opts.verbose);
     let status = Arc::new(StatusLog::open(&dir.join(STATUS_FILE))?);
     let work = plan(sweep, opts);
@@ -368,7 +407,9 @@ fn group_compatible(
 }
 
 /// The `train` arguments of a batched group (without the program): `--ensemble` with each
-/// member's configuration file ([`MEMBER_CONFIG`] in its run directory), then `--quiet`.
+/// member's configuration file ([`MEMBER_CONFIG`] in its run directory), then `--overwrite`
+/// (a group is formed of fresh experiments only: what their directories hold is not resumable)
+/// and `--quiet`.
 pub fn group_args(group: &[&Experiment]) -> Vec<String> {
     let mut args = vec!["--ensemble".to_string()];
     args.extend(
@@ -376,6 +417,7 @@ pub fn group_args(group: &[&Experiment]) -> Vec<String> {
             .iter()
             .map(|e| e.run_dir.join(MEMBER_CONFIG).display().to_string()),
     );
+    args.push("--overwrite".into());
     args.push("--quiet".into());
     args
 }
@@ -443,7 +485,7 @@ fn run_group(
     say("start");
     let started = Instant::now();
     let first = &group[0].run_dir;
-    let status = spawn_train(&opts.train_bin, &args, first);
+    let status = spawn_train(&opts.train_bin, &args, first, opts.stop.as_deref());
     let seconds = started.elapsed().as_secs_f64();
     for (e, out) in group.iter().zip(&mut outs) {
         if e.run_dir != *first {
@@ -584,19 +626,24 @@ fn run_experiment(
             "--quiet".into(),
         ]
     } else {
-        sweep.train_args(e, threads)
+        let mut args = sweep.train_args(e, threads);
+        args.push("--overwrite".into());
+        args
     };
     out.command = Some(shell_line(&opts.train_bin, &args));
     say("start");
     let started = Instant::now();
-    out.status = spawn_train(&opts.train_bin, &args, &e.run_dir);
+    out.status = spawn_train(&opts.train_bin, &args, &e.run_dir, opts.stop.as_deref());
     out.seconds = started.elapsed().as_secs_f64();
     fill_finals(&mut out, &e.run_dir);
     say(&format!("{} ({:.1} s):", out.status.word(), out.seconds));
     out
 }
 
-fn spawn_train(bin: &Path, args: &[String], run_dir: &Path) -> Status {
+/// Runs `train` with its output in `run_dir`'s logs. The child is told to stop (SIGTERM: it
+/// checkpoints where it stands) when `stop` is raised, and dies with this process if this one
+/// is killed, so a stopped or killed sweep leaves no orphans behind.
+fn spawn_train(bin: &Path, args: &[String], run_dir: &Path, stop: Option<&AtomicBool>) -> Status {
     let cannot = |why: String| Status::Failed {
         exit_code: None,
         stderr_tail: vec![why],
@@ -611,19 +658,48 @@ fn spawn_train(bin: &Path, args: &[String], run_dir: &Path) -> Status {
     ) else {
         return cannot(format!("cannot create the logs in {}", run_dir.display()));
     };
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(stderr)
-        .status();
-    let exit = match child {
-        Ok(s) => s,
+        .stderr(stderr);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the hook only calls prctl(2), which is async-signal-safe.
+        unsafe {
+            command.pre_exec(signals::die_with_parent);
+        }
+    }
+    let mut child = match command.spawn() {
+        Ok(c) => c,
         Err(e) => return cannot(format!("could not start {}: {e}", bin.display())),
+    };
+    let mut told = false;
+    let exit = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        if !told && stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            told = true;
+            #[cfg(unix)]
+            // SAFETY: kill(2) on the pid of our own child, which has not been waited for.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let exit = match exit {
+        Ok(s) => s,
+        Err(e) => return cannot(format!("waiting for {}: {e}", bin.display())),
     };
     match exit.code() {
         Some(0) => Status::Finished,
-        Some(INTERRUPTED_EXIT) => Status::Interrupted,
+        Some(code) if INTERRUPTED_EXITS.contains(&code) => Status::Interrupted,
         code => Status::Failed {
             exit_code: code,
             stderr_tail: tail(&err_path, TAIL_LINES),

@@ -226,7 +226,7 @@ for a in "$@"; do
   esac
 done
 mkdir -p "$save/checkpoints/last"
-echo '{"epoch": 2, "global_step": 4}' > "$save/checkpoints/last/checkpoint.json"
+echo '{"format_version": 2, "config": {}, "vocab": [], "epoch": 2, "global_step": 4}' > "$save/checkpoints/last/checkpoint.json"
 echo "$@" > "$save/args.txt"
 "#;
     std::fs::write(&path, script).unwrap();
@@ -312,10 +312,20 @@ fn a_checkpoint_short_of_the_last_epoch_is_not_finished() {
     assert!(!is_finished(&run, 2));
     std::fs::create_dir_all(run.join("checkpoints/last")).unwrap();
     let sidecar = run.join("checkpoints/last/checkpoint.json");
-    std::fs::write(&sidecar, r#"{"epoch": 1, "global_step": 2}"#).unwrap();
+    let at = |epoch: u32| {
+        format!(
+            r#"{{"format_version": 2, "config": {{}}, "vocab": [], "epoch": {epoch}, "global_step": {}}}"#,
+            2 * epoch
+        )
+    };
+    std::fs::write(&sidecar, at(1)).unwrap();
     assert!(!is_finished(&run, 2));
-    std::fs::write(&sidecar, r#"{"epoch": 2, "global_step": 4}"#).unwrap();
+    std::fs::write(&sidecar, at(2)).unwrap();
     assert!(is_finished(&run, 2));
+    // A sidecar whose tensor files do not have the sizes it records is not a valid checkpoint.
+    let torn = r#"{"format_version": 2, "config": {}, "vocab": [], "epoch": 2, "global_step": 4, "files": [["model.safetensors", 100]]}"#;
+    std::fs::write(&sidecar, torn).unwrap();
+    assert!(!is_finished(&run, 2));
     std::fs::write(&sidecar, "not json").unwrap();
     assert!(!is_finished(&run, 2));
 }
@@ -566,7 +576,11 @@ fn plan_batches_experiments_whose_shapes_agree_and_keeps_every_job_busy() {
     );
     let done = s.experiments[1].run_dir.join("checkpoints/last");
     std::fs::create_dir_all(&done).unwrap();
-    std::fs::write(done.join("checkpoint.json"), r#"{"epoch": 2}"#).unwrap();
+    std::fs::write(
+        done.join("checkpoint.json"),
+        r#"{"format_version": 2, "config": {}, "vocab": [], "epoch": 2, "global_step": 4}"#,
+    )
+    .unwrap();
     assert_eq!(groups(&s, 1, 8)[..2], [vec![0], vec![1]]);
 }
 

@@ -21,78 +21,17 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::TrainError;
-use crate::config::RunConfig;
 
-/// Version of the checkpoint layout written here. Version 1 (no position within an epoch, no
-/// generator state, no sizes) is still read.
-pub const CHECKPOINT_FORMAT: u32 = 2;
+pub use run_config::record::{CHECKPOINT_FORMAT, Position, Sidecar};
 
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-const SIDECAR_FILE: &str = "checkpoint.json";
+const SIDECAR_FILE: &str = run_config::record::SIDECAR_FILE;
 /// Name of the generator state inside `optimizer.safetensors`.
 pub const RNG_STATE: &str = "rng_state.cpu";
-
-/// Where a member's training stood when the checkpoint was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct Position {
-    /// Completed epochs.
-    pub epoch: usize,
-    /// Optimiser steps taken.
-    pub global_step: u64,
-    /// Batches already done of epoch `epoch + 1` (0 at an epoch boundary).
-    #[serde(default)]
-    pub batch_in_epoch: usize,
-    /// Sum of the member's batch losses over those batches (float32 value), for the epoch's
-    /// mean training CE.
-    #[serde(default)]
-    pub epoch_loss_sum: f64,
-}
-
-/// `checkpoint.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sidecar {
-    /// [`CHECKPOINT_FORMAT`].
-    pub format_version: u32,
-    /// The resolved configuration of the run.
-    pub config: RunConfig,
-    /// The dataset's vocabulary (token id = index).
-    pub vocab: Vec<String>,
-    /// [`kg_data::Dataset::fingerprint`] of the dataset trained on (absent in format 1).
-    #[serde(default)]
-    pub dataset: Option<String>,
-    /// Completed epochs.
-    pub epoch: usize,
-    /// Optimiser steps taken.
-    pub global_step: u64,
-    /// Batches done of the next epoch (absent in format 1: an epoch boundary).
-    #[serde(default)]
-    pub batch_in_epoch: usize,
-    /// Sum of the batch losses of those batches.
-    #[serde(default)]
-    pub epoch_loss_sum: f64,
-    /// Best macro CE seen so far (`None` before the first evaluation).
-    pub best_macro_ce: Option<f64>,
-    /// Sizes in bytes of the tensor files, written after them (absent in format 1).
-    #[serde(default)]
-    pub files: Vec<(String, u64)>,
-}
-
-impl Sidecar {
-    /// The training position it records.
-    pub fn position(&self) -> Position {
-        Position {
-            epoch: self.epoch,
-            global_step: self.global_step,
-            batch_in_epoch: self.batch_in_epoch,
-            epoch_loss_sum: self.epoch_loss_sum,
-        }
-    }
-}
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
@@ -218,37 +157,16 @@ pub struct Loaded {
     pub sidecar: Sidecar,
 }
 
-/// Reads and checks the sidecar of `dir`: it parses, has a known format, and the tensor files
-/// have the sizes it records.
+/// Reads and checks the sidecar of `dir` ([`run_config::record::read_sidecar`]).
 ///
 /// # Errors
 /// [`TrainError::Io`] when the sidecar is missing, [`TrainError::Checkpoint`] saying what is
 /// wrong otherwise.
 pub fn read_sidecar(dir: &Path) -> Result<Sidecar, TrainError> {
-    let path = dir.join(SIDECAR_FILE);
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    let sidecar: Sidecar = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
-    if !(1..=CHECKPOINT_FORMAT).contains(&sidecar.format_version) {
-        return Err(TrainError::Checkpoint(format!(
-            "{}: format_version {} is not one this version reads (1 to {CHECKPOINT_FORMAT})",
-            path.display(),
-            sidecar.format_version
-        )));
-    }
-    for (name, size) in &sidecar.files {
-        let file = dir.join(name);
-        let found = std::fs::metadata(&file).map(|m| m.len()).ok();
-        if found != Some(*size) {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: {} bytes expected, {} found (an interrupted write)",
-                file.display(),
-                size,
-                found.map_or("none".to_string(), |n| n.to_string())
-            )));
-        }
-    }
-    Ok(sidecar)
+    run_config::record::read_sidecar(dir).map_err(|e| match e {
+        run_config::record::RecordError::Io { path, source } => TrainError::Io { path, source },
+        other => TrainError::Checkpoint(other.to_string()),
+    })
 }
 
 /// Reads a checkpoint directory.
@@ -277,37 +195,14 @@ pub fn load(dir: &Path) -> Result<Loaded, TrainError> {
 }
 
 /// The newest valid checkpoint under `save_dir/checkpoints` (highest step; at equal steps
-/// `last` before an `epochNNN` before `best`), skipping invalid or unreadable ones with a
-/// warning; `None` when there is none.
+/// `last` before an `epochNNN` before `best`), loaded; invalid or unreadable ones are skipped
+/// with a warning. `None` when there is none.
 pub fn newest_valid(save_dir: &Path) -> Option<Loaded> {
-    let root = save_dir.join("checkpoints");
-    let entries = std::fs::read_dir(&root).ok()?;
-    let mut found: Vec<(u64, u8, PathBuf)> = Vec::new();
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let rank = match name.split('.').next().unwrap_or("") {
-            "last" => 3,
-            n if n.starts_with("epoch") => 2,
-            _ => 1,
-        };
-        match read_sidecar(&dir) {
-            Ok(s) => found.push((s.global_step, rank, dir)),
-            Err(e) if dir.join(SIDECAR_FILE).exists() => {
-                tracing::warn!("skipping checkpoint {}: {e}", dir.display())
-            }
-            Err(_) => {}
-        }
+    let (valid, invalid) = run_config::record::newest_sidecars(save_dir);
+    for e in invalid {
+        tracing::warn!("skipping checkpoint: {e}");
     }
-    found.sort_by_key(|(step, rank, _)| std::cmp::Reverse((*step, *rank)));
-    found.into_iter().find_map(|(_, _, dir)| match load(&dir) {
+    valid.into_iter().find_map(|(dir, _)| match load(&dir) {
         Ok(loaded) => Some(loaded),
         Err(e) => {
             tracing::warn!("skipping checkpoint {}: {e}", dir.display());
@@ -362,6 +257,7 @@ pub fn path(save_dir: &Path, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RunConfig;
 
     fn sidecar(step: u64) -> Sidecar {
         Sidecar {

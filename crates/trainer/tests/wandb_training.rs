@@ -380,6 +380,46 @@ fn resume_continues_the_same_wandb_run_after_its_history() {
     );
 }
 
+/// A run killed after its checkpoint at epoch 4 had streamed up to epoch 8; resumed from that
+/// checkpoint, it replays epochs 5 to 8: W&B receives none of them twice and no step goes back.
+#[test]
+fn a_run_resumed_from_an_older_checkpoint_sends_no_step_twice() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(Behaviour::default());
+    let mut cfg = tiny_config(dir.path(), 8);
+    cfg.train.save_every = 4;
+    let (outcome, _, _) = train_with_wandb(&cfg, &server.url(), &[], &fast_options(), quiet());
+    outcome.expect("first part");
+    let steps = || -> Vec<u64> {
+        server
+            .record()
+            .history_values()
+            .iter()
+            .filter_map(|l| l["_step"].as_u64())
+            .collect()
+    };
+    let streamed = steps();
+    // The kill: `last` (epoch 8) is gone, the newest valid checkpoint is epoch004.
+    for newer in ["last", "best", "epoch008"] {
+        std::fs::remove_dir_all(cfg.train.save_dir.join("checkpoints").join(newer)).unwrap();
+    }
+    let opts = RunOptions {
+        resume: true,
+        ..quiet()
+    };
+    let (outcome, _, _) = train_with_wandb(&cfg, &server.url(), &[], &fast_options(), opts);
+    assert_eq!(outcome.expect("resumed part").epochs_this_run, 4);
+    let steps = steps();
+    assert_eq!(
+        steps, streamed,
+        "the replayed steps were already on the server"
+    );
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    // And the local record holds each step's rows once, as W&B does.
+    assert_history_matches(&server, &cfg.train.save_dir);
+}
+
 #[test]
 fn an_interrupted_run_finishes_the_wandb_run_as_failed() {
     let _serial = serial();
