@@ -12,6 +12,7 @@
 //! - [`fields`]: every configuration key once: table, flag, kind, per-member rule, description.
 //! - [`record`]: a checkpoint's sidecar and which checkpoints of a run are valid (what the
 //!   sweep reads to tell finished, resumable and fresh runs apart).
+//! - [`yaml`]: the original's YAML configs and sweep files, read as ours.
 //! - [`keys`]: the names of everything a run records (metrics rows, W&B, plots), defined once.
 //!
 //! No libtorch: programs that only read, write or expand configurations (sweeps, Slurm scripts,
@@ -23,6 +24,7 @@ pub mod keys;
 mod model;
 pub mod record;
 mod run;
+pub mod yaml;
 
 use std::path::PathBuf;
 

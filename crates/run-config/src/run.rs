@@ -173,16 +173,37 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Reads a TOML file; unknown tables or keys are errors naming the file and key.
+    /// Reads a TOML file, or the original's YAML layout when the name ends in `.yaml`/`.yml`
+    /// (see [`crate::yaml`]); unknown tables or keys are errors naming the file and key.
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] when it cannot be read, [`ConfigError::Config`] naming the file and
+    /// the key at fault otherwise.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml_str(&text).map_err(|reason| ConfigError::Config {
+        let parsed = if crate::yaml::is_yaml(path) {
+            Self::from_yaml_str(&text)
+        } else {
+            Self::from_toml_str(&text)
+        };
+        parsed.map_err(|reason| ConfigError::Config {
             source_name: path.display().to_string(),
             reason,
         })
+    }
+
+    /// Parses the original's YAML config layout (see [`crate::yaml`]).
+    ///
+    /// # Errors
+    /// The YAML error, or a message naming the key at fault.
+    pub fn from_yaml_str(text: &str) -> Result<Self, String> {
+        let tree = crate::yaml::run_config_toml(text)?;
+        toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())
     }
 
     /// Parses TOML text; the error is the parser's message (which names the key).

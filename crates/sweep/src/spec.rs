@@ -198,7 +198,7 @@ pub fn value_text(v: &Value) -> String {
 }
 
 impl SweepSpec {
-    /// Reads and validates a sweep file.
+    /// Reads and validates a sweep file: TOML, or the original's sweep YAML (`.yaml`/`.yml`).
     ///
     /// # Errors
     /// [`SweepError::Io`], [`SweepError::Parse`] (bad TOML or shape), [`SweepError::Key`] (a key
@@ -206,6 +206,19 @@ impl SweepSpec {
     /// the file and key), [`SweepError::Base`] (unreadable base config).
     pub fn load(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file).map_err(io_err(file))?;
+        if run_config::yaml::is_yaml(file) {
+            // The original's sweep layout, converted (see `run_config::yaml::sweep_toml`).
+            let name = file
+                .file_stem()
+                .map(|s| crate::experiment::safe_name(&s.to_string_lossy()))
+                .unwrap_or_else(|| "sweep".into());
+            let text =
+                run_config::yaml::sweep_toml(&text, &name).map_err(|reason| SweepError::Parse {
+                    file: file.to_path_buf(),
+                    reason,
+                })?;
+            return Self::parse(&text, file);
+        }
         Self::parse(&text, file)
     }
 

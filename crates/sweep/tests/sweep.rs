@@ -716,3 +716,19 @@ fn run_batch_runs_exactly_its_batch_as_one_ensemble_and_batches_do_not_move() {
         "{err}"
     );
 }
+
+#[test]
+fn the_originals_sweep_yaml_expands_into_its_grid() {
+    let file = workspace().join("tests/fixtures/original-configs/sweep_config.yaml");
+    let spec = SweepSpec::load(&file).unwrap();
+    assert_eq!(spec.name, "sweep_config");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sweep::new(spec, layout(dir.path())).unwrap();
+    // 1·1·1·6·5·1 data combinations × 4·4·4 optimiser ones.
+    assert_eq!(s.experiments.len(), 6 * 5 * 64);
+    let e = &s.experiments[0];
+    assert_eq!(e.config.data.num_entities, 30);
+    assert_eq!((e.config.train.seed, e.config.data.seed), (2, 2));
+    assert_eq!(e.config.train.epochs, 1000);
+    assert!(s.experiments.iter().all(|e| e.invalid.is_none()));
+}
