@@ -1,6 +1,7 @@
 # Tasks of the project. `scripts/just <recipe>` works without `just` installed.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments := true
 
 # List the recipes.
 default:
@@ -10,17 +11,32 @@ default:
 setup:
     bash scripts/setup-libtorch.sh
 
-# Generate a dataset (default: configs/default.toml's [data] into data/composition_functor.10.10000.5).
-gen *ARGS:
-    cargo run --release -p gen -- --config configs/default.toml {{ARGS}}
+# Build every program the recipes run (release), so that none of them compiles later.
+build: setup
+    cargo build --release -p gen -p train -p report -p sweep-cli
 
-# Train on the default config (generates the dataset when missing). Extra flags: `just train --epochs 100`.
-train *ARGS: setup
-    cargo run --release -p train -- --config configs/default.toml {{ARGS}}
+# Generate a dataset (default: configs/default.toml's [data] into its data_dir). Flags of gen.
+gen *ARGS: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for a in "$@"; do case "$a" in --config|--config=*) exec target/release/gen "$@" ;; esac; done
+    exec target/release/gen --config configs/default.toml "$@"
 
-# The whole test suite: every crate (parity, end-to-end, W&B fake server) and the container checks.
+# Train: configs/default.toml (the paper's Fig. 1B setting) plus flags, or the flags alone when they name a --config, --resume or --ensemble.
+train *ARGS: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for a in "$@"; do
+      case "$a" in
+        --config|--config=*|--resume|--resume=*|--ensemble|--ensemble=*) exec target/release/train "$@" ;;
+      esac
+    done
+    exec target/release/train --config configs/default.toml "$@"
+
+# The whole test suite: every crate (parity, end-to-end, faults, W&B fake server), the README's commands and the container checks.
 test: setup
     cargo test --workspace
+    bash scripts/readme-commands.sh
     bash docker/test.sh
 
 # Formatting, lints (warnings are errors), docs and the tests.
@@ -30,23 +46,25 @@ check: setup
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
     {{just_executable()}} test
 
-# Benchmark the default config end to end (training, evaluation, geometry, memory) into bench/results/.
-bench *ARGS: setup
-    bash scripts/bench.sh {{ARGS}}
+# Benchmark the original's default config end to end (training, evaluation, geometry, memory) into bench/results/.
+bench *ARGS: build
+    bash scripts/bench.sh "$@"
 
-# HTML report (and plots) of one or more run directories: `just report runs/default runs/other`.
-report +RUNS:
-    cargo run --release -p report -- {{RUNS}}
+# One self-contained HTML report (and plots) of run directories or sweep directories: `just report runs/a runs/b`.
+report +ARGS: build
+    target/release/report "$@"
 
-# Run a sweep file: `just sweep configs/paper/fig2-entities.toml --jobs 2`.
-sweep *ARGS: setup
-    cargo build --release -p train -p sweep-cli
-    target/release/sweep {{ARGS}}
+# Run a sweep: `just sweep run configs/paper/fig2-entities.toml --jobs 2` (also run-one, run-batch, slurm).
+sweep *ARGS: build
+    target/release/sweep "$@"
 
-# Reproduce a paper figure: `just reproduce fig2-entities --scale small`.
-reproduce NAME *ARGS: setup
-    cargo build --release -p train -p sweep-cli
-    target/release/sweep reproduce {{NAME}} {{ARGS}}
+# Reproduce a paper figure: `just reproduce fig2-entities` (`--scale small`, `--dry-run`).
+reproduce NAME *ARGS: build
+    target/release/sweep reproduce "$@"
+
+# Build the bundle that proves CUDA on a GPU machine (see docs/CUDA.md).
+device-bundle:
+    bash scripts/device-bundle.sh
 
 # Container checks: hadolint, shellcheck, compose config, run.sh option handling.
 docker-test:
@@ -54,4 +72,4 @@ docker-test:
 
 # Run the containers: `just docker --mode all --gpu 0` (see docker/README.md).
 docker *ARGS:
-    bash docker/run.sh {{ARGS}}
+    bash docker/run.sh "$@"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Benchmarks the default configuration end to end and writes the figures as JSON.
+# Benchmarks the original's default configuration (configs/original.toml) end to end and
+# writes the figures as JSON.
 #
 #   scripts/bench.sh [--epochs N] [--device cpu|cuda] [extra train flags...]
 #
-# Two runs of configs/default.toml (W&B off, plots off): one with geometry tracking off (the
-# cost of training and evaluation alone) and one with the default tracking (every eval_every
-# epochs), so the tracking's cost is their difference. Each run's timings.json (training and
-# evaluation seconds, steps/s, peak memory) and its wall time go into
+# Two runs of configs/original.toml (W&B off, plots off): one with geometry tracking off (the
+# cost of training and evaluation alone) and one with the default tracking (on log-spaced
+# steps), so the tracking's cost is their difference. Each run's timings.json (training,
+# evaluation and checkpoint seconds, steps/s, peak memory) and its wall time go into
 # bench/results/<UTC time>-<device>.json.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,18 +27,18 @@ cargo build --release --quiet -p train -p gen
 train=target/release/train
 data_dir=data/composition_functor.10.10000.5
 if [ ! -f "$data_dir/train.json" ]; then
-  target/release/gen --config configs/default.toml --output_dir "$data_dir"
+  target/release/gen --config configs/original.toml --output_dir "$data_dir"
 fi
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=bench/results
 mkdir -p "$out"
 results=()
-for geometry in off eval; do
+for geometry in off log; do
   save_dir=runs/bench-geometry-$geometry
   rm -rf "$save_dir"
   start=$(date +%s.%N)
-  "$train" --config configs/default.toml --data_dir "$data_dir" --save_dir "$save_dir" \
+  "$train" --config configs/original.toml --data_dir "$data_dir" --save_dir "$save_dir" \
     --device "$device" --no_wandb --quiet --set plots=false --set pca_steps='[]' \
     --set geometry="$geometry" "${args[@]}"
   end=$(date +%s.%N)
@@ -57,7 +58,7 @@ python3 - "$file" "${results[@]}" <<'PY'
 import json, os, platform, sys
 path, runs = sys.argv[1], [json.loads(r) for r in sys.argv[2:]]
 doc = {
-    "config": "configs/default.toml",
+    "config": "configs/original.toml",
     "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     "runs": runs,
 }

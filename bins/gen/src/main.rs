@@ -75,6 +75,9 @@ struct Args {
     /// an error and nothing is written). The old files stay until the new ones are complete.
     #[arg(long)]
     overwrite: bool,
+    /// Check the parameters and say where the dataset would go; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Parses `--rng`, listing the accepted values on error.

@@ -140,7 +140,7 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         /// Only draw the figure from runs already there.
-        #[arg(long)]
+        #[arg(long = "plots-only", alias = "plot-only")]
         plot_only: bool,
     },
 }
@@ -243,7 +243,11 @@ fn print_plan(sweep: &Sweep, opts: &RunOptions) {
                 }
             }
             _ => {
-                println!("batched ({} runs, {threads} threads):", group.len());
+                println!(
+                    "batched ({} runs, {threads} thread{}):",
+                    group.len(),
+                    if threads == 1 { "" } else { "s" }
+                );
                 for e in &group {
                     println!("[{}] {}", e.index, e.name);
                 }

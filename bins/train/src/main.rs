@@ -63,6 +63,10 @@ struct Cli {
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Check the flags and the configuration and say what would run, without reading or
+    /// writing any run directory or dataset.
+    #[arg(long)]
+    dry_run: bool,
     /// No evaluation tables on stdout.
     #[arg(long, short)]
     quiet: bool,
@@ -223,7 +227,35 @@ fn apply_flags(cli: &Cli, cfg: &mut RunConfig) -> Result<()> {
 /// directories) as one batched process. Exit status 0 when every member finished, 130 when
 /// interrupted, 1 when any member failed (each failure is printed).
 fn run(cli: Cli) -> Result<ExitCode> {
+    if cli.dry_run && !cli.resume.is_empty() {
+        // The flags must apply to a configuration; the runs' own are not read.
+        apply_flags(&cli, &mut RunConfig::default())?;
+        for dir in &cli.resume {
+            println!(
+                "would resume {} from its newest valid checkpoint",
+                dir.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let cfgs = resolve_members(&cli)?;
+    if cli.dry_run {
+        for cfg in &cfgs {
+            println!(
+                "would train {} epochs of d_model {} on {} into {}{}",
+                cfg.train.epochs,
+                cfg.model.d_model,
+                cfg.train.data_dir.display(),
+                cfg.train.save_dir.display(),
+                if cfg.wandb.use_wandb {
+                    " (W&B when WANDB_API_KEY is set)"
+                } else {
+                    ""
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if cli.print_config {
         for cfg in &cfgs {
             if cfgs.len() > 1 {
@@ -238,16 +270,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
     for cfg in &cfgs {
         let dir = &cfg.train.save_dir;
         if resume {
-            if trainer::checkpoint::newest_valid(dir).is_none() {
+            if trainer::config::record::newest_sidecars(dir).0.is_empty() {
                 anyhow::bail!(
                     "--resume {}: no valid checkpoint there (the run stopped before its first one); start it again with --overwrite",
                     dir.display()
                 );
             }
-        } else if !cli.overwrite {
+        } else if cli.overwrite {
+            // Cleared before W&B writes its run id there.
+            trainer::run_dir::prepare_fresh(dir, true)?;
+        } else {
             trainer::run_dir::refuse_existing(dir)?;
         }
     }
+    let device = trainer::train::select_device(cfgs[0].train.device)?;
+    if cfgs[0].train.threads > 0 {
+        tch::set_num_threads(cfgs[0].train.threads as i32);
+    }
+    let mut provenance = trainer::provenance::Provenance {
+        command: std::env::args().collect(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: env!("TRAIN_GIT_COMMIT").to_string(),
+        git_dirty: env!("TRAIN_GIT_DIRTY").to_string(),
+        libtorch: env!("TRAIN_LIBTORCH_VERSION").to_string(),
+        tch: env!("TRAIN_TCH_VERSION").to_string(),
+        device: format!("{device:?}, {} threads", tch::get_num_threads()),
+        host: trainer::provenance::host_name(),
+        started_at: trainer::provenance::now_utc(),
+        wandb: String::new(),
+    };
+    let mut wandb_options = trainer::wandb::WandbOptions::default();
+    wandb_options
+        .extra_config
+        .insert("provenance".into(), provenance.to_json());
     let stop = signals::install(
         "train",
         "stopping after the current batch and writing a checkpoint",
@@ -256,9 +311,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let mut extra_sinks = Vec::with_capacity(cfgs.len());
     for cfg in &cfgs {
         let mut sinks: Vec<Box<dyn trainer::MetricsSink>> = Vec::new();
-        if let Some(sink) = trainer::wandb::start(cfg, resume)? {
-            sinks.push(Box::new(sink));
-        }
+        let sink = trainer::wandb::start_with(
+            cfg,
+            resume,
+            |name| std::env::var(name).ok(),
+            &wandb_options,
+        )?;
+        provenance.wandb = match &sink {
+            Some(s) => format!("on ({})", s.url().unwrap_or_else(|| "run pending".into())),
+            None => trainer::wandb::state_in_words(cfg),
+        };
+        sinks.extend(sink.map(|s| Box::new(s) as Box<dyn trainer::MetricsSink>));
         extra_sinks.push(sinks);
     }
     let opts = RunOptions {
@@ -267,6 +330,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         interrupt: Some(stop.flag()),
         extra_sinks,
         quiet: cli.quiet,
+        provenance: Some(provenance),
     };
     let batched = cfgs.len() > 1;
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.train.save_dir.clone()).collect();
@@ -297,6 +361,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     s.geometry_seconds,
                     if batched { ", batched" } else { "" },
                 );
+                let accuracy = dir.join("plots/accuracy.png");
+                if accuracy.is_file() && !batched {
+                    eprintln!(
+                        "accuracy per fact type over training (the paper's Fig. 1B): {}",
+                        accuracy.display()
+                    );
+                }
                 if s.diverged {
                     eprintln!(
                         "warning: the training loss of {} diverged (summary.json has diverged = true)",

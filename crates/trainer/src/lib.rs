@@ -25,6 +25,7 @@ pub mod data;
 pub mod eval;
 pub mod ffi;
 pub mod optim;
+pub mod provenance;
 pub mod run_dir;
 pub mod sink;
 pub mod train;

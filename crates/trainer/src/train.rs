@@ -76,6 +76,9 @@ pub struct RunOptions {
     pub extra_sinks: Vec<Vec<Box<dyn MetricsSink>>>,
     /// No evaluation tables on stdout.
     pub quiet: bool,
+    /// How this invocation was started, recorded in each member's `provenance.json` and shown
+    /// in the banner (the program fills it; a library caller may leave it empty).
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -261,6 +264,19 @@ pub fn run_members(
 
     let fingerprint = ds.fingerprint();
     let (start, resume) = restore(&cfgs, resumed, &ds, &fingerprint, model.members(), &mut opt)?;
+    banner(&cfgs, &ds, &gpt_cfg, device, &opts, start);
+    if start.epoch >= cfgs[0].train.epochs {
+        tracing::warn!(
+            "the run already has {} epochs (epochs = {}): nothing to train; raise --epochs to continue it",
+            start.epoch,
+            cfgs[0].train.epochs
+        );
+    }
+    if let Some(p) = &opts.provenance {
+        for cfg in &cfgs {
+            p.record(&cfg.train.save_dir)?;
+        }
+    }
     let mut extra = std::mem::take(&mut opts.extra_sinks);
     extra.resize_with(cfgs.len(), Vec::new);
     let mut members = Vec::with_capacity(cfgs.len());
@@ -320,6 +336,76 @@ pub fn run_members(
     };
     let outcome = trainer.train(&data, &opts);
     trainer.finish(outcome, device)
+}
+
+/// The few lines a run prints first (and its log keeps): what runs, on what, into where.
+fn banner(
+    cfgs: &[RunConfig],
+    ds: &Dataset,
+    gpt: &gpt_rope::GptConfig,
+    device: Device,
+    opts: &RunOptions,
+    start: Position,
+) {
+    let p = opts.provenance.clone().unwrap_or_default();
+    let dirty = match p.git_dirty.as_str() {
+        "true" => ", with uncommitted changes",
+        _ => "",
+    };
+    let commit: String = p.git_commit.chars().take(10).collect();
+    tracing::info!(
+        "train {} (commit {commit}{dirty}), libtorch {}, tch {}; {device:?}, {} thread{}",
+        p.version,
+        p.libtorch,
+        p.tch,
+        tch::get_num_threads(),
+        if tch::get_num_threads() == 1 { "" } else { "s" }
+    );
+    tracing::info!(
+        "model: {:.2} M parameters (d_model {}, {} layer{}, {} head{}, vocabulary {}){}",
+        gpt.num_params() as f64 / 1e6,
+        gpt.d_model,
+        gpt.n_layer,
+        if gpt.n_layer == 1 { "" } else { "s" },
+        gpt.n_head,
+        if gpt.n_head == 1 { "" } else { "s" },
+        gpt.vocab_size,
+        if cfgs.len() > 1 {
+            format!(", {} members batched", cfgs.len())
+        } else {
+            String::new()
+        }
+    );
+    let counts: Vec<String> = ds
+        .counts()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(t, n)| format!("{} {n}", t.as_str()))
+        .collect();
+    tracing::info!(
+        "data: {}: {} training rows; test rows {}",
+        cfgs[0].train.data_dir.display(),
+        ds.train.len(),
+        counts.join(", ")
+    );
+    let how = if start.global_step > 0 {
+        format!(
+            "resumed at epoch {}, step {}",
+            start.epoch, start.global_step
+        )
+    } else {
+        "fresh".to_string()
+    };
+    let dirs: Vec<String> = cfgs
+        .iter()
+        .map(|c| c.train.save_dir.display().to_string())
+        .collect();
+    tracing::info!(
+        "run: {} ({how}, {} epochs); W&B {}",
+        dirs.join(", "),
+        cfgs[0].train.epochs,
+        if p.wandb.is_empty() { "off" } else { &p.wandb }
+    );
 }
 
 /// What the checkpoints of resumed members give besides their weights and optimiser state.

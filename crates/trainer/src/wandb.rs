@@ -38,6 +38,9 @@ pub struct WandbOptions {
     /// The longest the end of a run waits for the final flush and exit code
     /// ([`DEFAULT_FINISH_DEADLINE`]); what is not confirmed by then is reported and dropped.
     pub finish_deadline: Duration,
+    /// Entries sent with the run config besides the configuration's flat keys (the run's
+    /// provenance).
+    pub extra_config: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for WandbOptions {
@@ -45,6 +48,7 @@ impl Default for WandbOptions {
         Self {
             client: ClientOptions::default(),
             finish_deadline: DEFAULT_FINISH_DEADLINE,
+            extra_config: serde_json::Map::new(),
         }
     }
 }
@@ -143,7 +147,9 @@ where
         source,
     })?;
     crate::checkpoint::write_atomic(&cfg.train.save_dir.join(RUN_ID_FILE), run_id.as_bytes())?;
-    match Run::start_with(settings, cfg.flat(), options.client.clone()) {
+    let mut config = cfg.flat();
+    config.extend(options.extra_config.clone());
+    match Run::start_with(settings, config, options.client.clone()) {
         Ok(run) => {
             match run.url() {
                 Some(url) => eprintln!("W&B run: {url}"),
@@ -160,6 +166,25 @@ where
             Ok(None)
         }
     }
+}
+
+/// Whether a run of `cfg` streams to W&B, and if not why, in words, from the process
+/// environment (what the banner says).
+pub fn state_in_words(cfg: &RunConfig) -> String {
+    let var = |name: &str| env_var(name).filter(|v| !v.is_empty());
+    if !cfg.wandb.use_wandb {
+        return "off (use_wandb = false or --no_wandb)".into();
+    }
+    if let Some(mode @ ("disabled" | "offline" | "dryrun")) = var("WANDB_MODE").as_deref() {
+        return format!("off (WANDB_MODE={mode})");
+    }
+    if var("WANDB_API_KEY").is_none() {
+        return "off (no WANDB_API_KEY)".into();
+    }
+    format!(
+        "on (project {})",
+        var("WANDB_PROJECT").unwrap_or_else(|| cfg.wandb.project.clone())
+    )
 }
 
 /// The run id stored in `save_dir` by an earlier [`start`], if any.

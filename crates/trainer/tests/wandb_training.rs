@@ -313,6 +313,7 @@ fn a_stalled_or_down_server_does_not_slow_training_and_local_metrics_are_complet
             ..fast_options().client
         },
         finish_deadline: Duration::from_secs(1),
+        ..WandbOptions::default()
     };
     let stalled = serve(Behaviour {
         hang_all: Some(Duration::from_secs(30)),
@@ -533,4 +534,26 @@ fn each_ensemble_member_streams_to_its_own_wandb_run() {
         assert_eq!(report.rows_delivered, lines as u64, "{report:?}");
     }
     assert_ne!(run_ids[0], run_ids[1], "two W&B runs");
+}
+
+#[test]
+fn the_run_config_on_wandb_carries_the_provenance() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = tiny_config(dir.path(), 1);
+    let server = serve(Behaviour::default());
+    let mut options = fast_options();
+    options
+        .extra_config
+        .insert("provenance".into(), json!({"git_commit": "abc", "host": "h"}));
+    let (outcome, _, _) = train_with_wandb(&cfg, &server.url(), &[], &options, quiet());
+    outcome.expect("run");
+    let rec = server.record();
+    let config: Value =
+        serde_json::from_str(rec.upserts[0]["config"].as_str().expect("config string")).unwrap();
+    assert_eq!(
+        config["provenance"],
+        json!({"value": {"git_commit": "abc", "host": "h"}})
+    );
+    assert_eq!(config["lr"]["value"], json!(cfg.train.lr), "the flat keys stay");
 }

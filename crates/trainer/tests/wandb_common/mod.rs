@@ -72,5 +72,6 @@ pub fn fast_options() -> WandbOptions {
             ..ClientOptions::default()
         },
         finish_deadline: Duration::from_secs(10),
+        extra_config: Default::default(),
     }
 }
