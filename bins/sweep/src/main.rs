@@ -134,6 +134,12 @@ enum Cmd {
         /// Root of the dataset cache.
         #[arg(long, default_value = "data/cache")]
         cache: PathBuf,
+        /// Set a configuration key for every experiment, KEY=VALUE (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Training seeds to run instead of the figure's, e.g. `--seeds 1,2,3`.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Option<Vec<u64>>,
         #[command(flatten)]
         exec: Exec,
         /// List the experiments; run and draw nothing.
@@ -156,6 +162,13 @@ struct Common {
     /// Root of the dataset cache.
     #[arg(long, default_value = "data/cache")]
     cache: PathBuf,
+    /// Set a configuration key for every experiment, KEY=VALUE (repeatable); the sweep then
+    /// runs under a name of its own (`<name>+<overrides>`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Training seeds to run instead of the file's, e.g. `--seeds 1,2,3`.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Args)]
@@ -176,11 +189,13 @@ struct Exec {
     ensemble: usize,
 }
 
-fn load(file: &Path, scale: &str, out: &Path, cache: &Path) -> Result<Sweep> {
-    let spec = SweepSpec::load(file)?.scaled(scale)?;
+fn load(file: &Path, common: &Common) -> Result<Sweep> {
+    let spec = SweepSpec::load(file)?
+        .scaled(&common.scale)?
+        .with_overrides(&common.set, common.seeds.clone())?;
     let layout = Layout {
-        out_root: out.to_path_buf(),
-        cache_root: cache.to_path_buf(),
+        out_root: common.out.clone(),
+        cache_root: common.cache.clone(),
     };
     Ok(Sweep::new(spec, layout)?)
 }
@@ -277,7 +292,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             exec,
             dry_run,
         } => {
-            let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
+            let sweep = load(&file, &common)?;
             let opts = run_options(exec.train_bin, exec.jobs, exec.threads, exec.ensemble);
             if dry_run {
                 print_plan(&sweep, &opts);
@@ -293,7 +308,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             threads,
             train_bin,
         } => {
-            let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
+            let sweep = load(&file, &common)?;
             let opts = run_options(train_bin, 1, threads, 1);
             let outcome = sweep::run_one(&sweep, index, &opts)?;
             Ok(finish(std::slice::from_ref(&outcome)))
@@ -306,7 +321,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             train_bin,
             ensemble,
         } => {
-            let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
+            let sweep = load(&file, &common)?;
             let opts = run_options(train_bin, 1, threads, ensemble);
             let outcomes = sweep::run_batch(&sweep, batch, &opts)?;
             Ok(finish(&outcomes))
@@ -326,7 +341,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             train_bin,
             ensemble,
         } => {
-            let sweep = load(&file, &common.scale, &common.out, &common.cache)?;
+            let sweep = load(&file, &common)?;
             let workdir = std::env::current_dir().context("reading the working directory")?;
             let abs = |p: PathBuf| if p.is_absolute() { p } else { workdir.join(p) };
             let options = sweep::slurm::SlurmOptions {
@@ -370,13 +385,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             scale,
             out,
             cache,
+            set,
+            seeds,
             exec,
             dry_run,
             plot_only,
         } => {
             let file =
                 sweep::reproduce::figure_file(&figure, Path::new(sweep::reproduce::PAPER_DIR))?;
-            let sweep = load(&file, &scale, &out, &cache)?;
+            let common = Common {
+                scale: scale.clone(),
+                out,
+                cache,
+                set,
+                seeds,
+            };
+            let sweep = load(&file, &common)?;
             if sweep.spec.reproduce.is_none() {
                 bail!("{}: no [reproduce] table", file.display());
             }

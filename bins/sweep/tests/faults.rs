@@ -152,6 +152,10 @@ fn a_killed_sweep_leaves_no_orphan_and_a_restart_resumes() {
     let text = finish(tmp.path());
     let log = std::fs::read_to_string(run_dir(tmp.path()).join("train.stderr.log")).unwrap();
     assert!(log.contains("resuming"), "{log}\n{text}");
+    // One line per experiment with its result, and the progress of the whole sweep.
+    assert!(text.contains("finished ("), "{text}");
+    assert!(text.contains("OOD analogical ACC"), "{text}");
+    assert!(text.contains("sweep: 1/1 experiments done"), "{text}");
 }
 
 #[test]

@@ -154,7 +154,12 @@ pub struct Outcome {
     pub final_macro_acc: Option<f64>,
     /// Final `val_ACC/ood_analogical`.
     pub final_ood_analogical_acc: Option<f64>,
+    /// First step at which `val_ACC/ood_analogical` reached [`ONSET_THRESHOLD`].
+    pub onset_step: Option<u64>,
 }
+
+/// The OOD analogical accuracy that marks the onset of analogy (as in the paper's figures).
+pub const ONSET_THRESHOLD: f64 = 0.5;
 
 impl Outcome {
     /// The outcome of `e` before anything happened to it.
@@ -167,7 +172,21 @@ impl Outcome {
             command: None,
             final_macro_acc: None,
             final_ood_analogical_acc: None,
+            onset_step: None,
         }
+    }
+
+    /// `finished (12.3 s): OOD analogical ACC 1.000, onset at step 312` and the like.
+    pub fn progress(&self) -> String {
+        let mut line = format!("{} ({:.1} s)", self.status.word(), self.seconds);
+        if let Some(acc) = self.final_ood_analogical_acc {
+            line += &format!(": OOD analogical ACC {acc:.3}");
+            line += &match self.onset_step {
+                Some(s) => format!(", onset at step {s}"),
+                None => ", no onset".to_string(),
+            };
+        }
+        line
     }
 }
 
@@ -295,6 +314,8 @@ pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
     let queue: Mutex<VecDeque<Vec<&Experiment>>> = Mutex::new(work.into());
     let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
     let threads = opts.threads_per_job();
+    let total = sweep.experiments.len();
+    let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.max(1).min(processes.max(1)) {
             scope.spawn(|| {
@@ -309,6 +330,9 @@ pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
                         status.append(&outcome);
                         if let Ok(mut r) = results.lock() {
                             r.push(outcome);
+                            if opts.verbose {
+                                eprintln!("{}", eta_line(&r, total, started.elapsed()));
+                            }
                         }
                     }
                 }
@@ -321,6 +345,27 @@ pub fn run_sweep(sweep: &Sweep, opts: &RunOptions) -> Result<Vec<Outcome>> {
         return Err(e);
     }
     Ok(out)
+}
+
+/// `sweep: 3/12 experiments done, about 2 min 10 s left`: the time left estimated from the
+/// experiments that ran so far (skipped and invalid ones cost nothing).
+fn eta_line(done: &[Outcome], total: usize, elapsed: std::time::Duration) -> String {
+    let ran = done.iter().filter(|o| o.seconds > 0.0).count();
+    let left = total.saturating_sub(done.len());
+    let mut line = format!("sweep: {}/{total} experiments done", done.len());
+    if ran > 0 && left > 0 {
+        let per = elapsed.as_secs_f64() / done.len() as f64;
+        let secs = (per * left as f64).round() as u64;
+        line += &format!(
+            ", about {} left",
+            if secs >= 60 {
+                format!("{} min {} s", secs / 60, secs % 60)
+            } else {
+                format!("{secs} s")
+            }
+        );
+    }
+    line
 }
 
 /// The processes a sweep runs, in order: each entry is one `train` process, either one
@@ -504,7 +549,16 @@ fn run_group(
         out.command = Some(command.clone());
         fill_finals(out, &e.run_dir);
     }
-    say(&format!("{} ({seconds:.1} s):", status.word()));
+    if opts.verbose {
+        for (e, out) in group.iter().zip(&outs) {
+            eprintln!(
+                "[{} runs, batched] {}: {}",
+                group.len(),
+                out.progress(),
+                e.name
+            );
+        }
+    }
     outs
 }
 
@@ -636,7 +690,7 @@ fn run_experiment(
     out.status = spawn_train(&opts.train_bin, &args, &e.run_dir, opts.stop.as_deref());
     out.seconds = started.elapsed().as_secs_f64();
     fill_finals(&mut out, &e.run_dir);
-    say(&format!("{} ({:.1} s):", out.status.word(), out.seconds));
+    say(&format!("{}:", out.progress()));
     out
 }
 
@@ -725,6 +779,9 @@ fn fill_finals(out: &mut Outcome, run_dir: &Path) {
         out.final_macro_acc = row.get(keys::VAL_MACRO_ACC).copied();
         out.final_ood_analogical_acc = row.get(keys::OOD_ANALOGICAL_ACC).copied();
     }
+    out.onset_step = m
+        .get(keys::OOD_ANALOGICAL_ACC)
+        .and_then(|s| crate::reproduce::onset(&s.points, ONSET_THRESHOLD));
 }
 
 /// A command as one line a shell would run (arguments single-quoted where needed).
@@ -805,17 +862,18 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
         .max("experiment".len());
     let num = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
     let mut s = format!(
-        "{:<width$}  {:<12} {:>8}  {:>9}  {:>10}\n",
-        "experiment", "status", "seconds", "macro ACC", "OOD analog"
+        "{:<width$}  {:<12} {:>8}  {:>9}  {:>10}  {:>7}\n",
+        "experiment", "status", "seconds", "macro ACC", "OOD analog", "onset"
     );
     for o in outcomes {
         s.push_str(&format!(
-            "{:<width$}  {:<12} {:>8.1}  {:>9}  {:>10}\n",
+            "{:<width$}  {:<12} {:>8.1}  {:>9}  {:>10}  {:>7}\n",
             o.experiment,
             o.status.word(),
             o.seconds,
             num(o.final_macro_acc),
-            num(o.final_ood_analogical_acc)
+            num(o.final_ood_analogical_acc),
+            o.onset_step.map_or("-".to_string(), |s| s.to_string())
         ));
     }
     let complete = outcomes.iter().filter(|o| o.status.is_complete()).count();
@@ -826,6 +884,29 @@ pub fn summary_table(outcomes: &[Outcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_eta_counts_the_experiments_that_ran() {
+        let ran = |seconds: f64| Outcome {
+            index: 0,
+            experiment: "e".into(),
+            status: Status::Finished,
+            seconds,
+            command: None,
+            final_macro_acc: None,
+            final_ood_analogical_acc: None,
+            onset_step: None,
+        };
+        let done = [ran(10.0), ran(0.0)];
+        let line = eta_line(&done, 6, std::time::Duration::from_secs(20));
+        assert_eq!(line, "sweep: 2/6 experiments done, about 40 s left");
+        let line = eta_line(&done, 200, std::time::Duration::from_secs(20));
+        assert!(line.ends_with("about 33 min 0 s left"), "{line}");
+        assert_eq!(
+            eta_line(&[ran(0.0)], 1, std::time::Duration::ZERO),
+            "sweep: 1/1 experiments done"
+        );
+    }
 
     #[test]
     fn quoting() {

@@ -286,6 +286,71 @@ impl SweepSpec {
         Ok(spec)
     }
 
+    /// The sweep with command-line overrides: `sets` (`key=value`, as a flag would give them)
+    /// replace or add `[fixed]` keys, and `seeds` replaces the seed list. An overridden sweep
+    /// gets its own name (`<name>+<overrides>`), so its runs never land in, or replace, the
+    /// runs of the sweep as written.
+    ///
+    /// # Errors
+    /// [`SweepError::Key`] for a malformed or unknown key, or a key the sweep varies.
+    pub fn with_overrides(&self, sets: &[String], seeds: Option<Vec<u64>>) -> Result<Self> {
+        if sets.is_empty() && seeds.is_none() {
+            return Ok(self.clone());
+        }
+        let key_err = |key: &str, reason: String| SweepError::Key {
+            file: self.file.clone(),
+            key: key.to_string(),
+            reason,
+        };
+        let mut out = self.clone();
+        let mut tag = Vec::new();
+        for kv in sets {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| key_err(kv, "--set expects KEY=VALUE".into()))?;
+            let q = qualify(k).ok_or_else(|| key_err(k, "not a configuration key".into()))?;
+            if out
+                .parameters
+                .iter()
+                .any(|(pk, _)| qualify(pk).as_deref() == Some(&q))
+            {
+                return Err(key_err(
+                    k,
+                    "the sweep varies this key; edit its [parameters]".into(),
+                ));
+            }
+            let value = parse_flag_value(v);
+            match out
+                .fixed
+                .iter_mut()
+                .find(|(fk, _)| qualify(fk).as_deref() == Some(&q))
+            {
+                Some(slot) => slot.1 = value,
+                None => out.fixed.push((k.to_string(), value)),
+            }
+            tag.push(format!("{k}={v}"));
+        }
+        if let Some(seeds) = seeds {
+            tag.push(format!(
+                "seeds={}",
+                seeds
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("-")
+            ));
+            out.seeds = seeds;
+        }
+        let suffix = crate::experiment::safe_name(&tag.join(","));
+        out.name = format!(
+            "{}+{}",
+            self.name,
+            suffix.chars().take(80).collect::<String>()
+        );
+        out.validate()?;
+        Ok(out)
+    }
+
     /// The spec shrunk to `scale` (see [`ScaleSpec`]); `full` returns it unchanged. The name gets
     /// the suffix `-<scale>` so shrunk runs never mix with full ones.
     ///
@@ -500,9 +565,41 @@ fn convert_reproduce(r: RawReproduce, file: &Path) -> Result<Reproduce> {
     })
 }
 
+/// A flag's text as a TOML value (`1e-3`, `true`, `[1, 2]`), or a string when it is not one.
+fn parse_flag_value(text: &str) -> Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(text.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_replace_fixed_keys_and_seeds_under_a_name_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "name = \"s\"\nseeds = [1, 2]\n[fixed]\nepochs = 5\n[parameters]\nlr = [1e-3, 1e-4]\n",
+        )
+        .unwrap();
+        let spec = SweepSpec::load(&file).unwrap();
+        let o = spec
+            .with_overrides(&["epochs=9".into(), "d_model=64".into()], Some(vec![7]))
+            .unwrap();
+        assert_eq!(o.seeds, vec![7]);
+        assert!(o.fixed.contains(&("epochs".into(), Value::Integer(9))));
+        assert!(o.fixed.contains(&("d_model".into(), Value::Integer(64))));
+        assert_ne!(o.name, spec.name);
+        assert!(o.name.starts_with("s+"), "{}", o.name);
+        for bad in ["lr=1", "nope=1", "epochs"] {
+            assert!(spec.with_overrides(&[bad.into()], None).is_err(), "{bad}");
+        }
+        assert_eq!(spec.with_overrides(&[], None).unwrap(), spec);
+    }
 
     #[test]
     fn qualify_maps_flat_keys_and_the_two_seeds() {

@@ -543,9 +543,10 @@ fn the_run_config_on_wandb_carries_the_provenance() {
     let cfg = tiny_config(dir.path(), 1);
     let server = serve(Behaviour::default());
     let mut options = fast_options();
-    options
-        .extra_config
-        .insert("provenance".into(), json!({"git_commit": "abc", "host": "h"}));
+    options.extra_config.insert(
+        "provenance".into(),
+        json!({"git_commit": "abc", "host": "h"}),
+    );
     let (outcome, _, _) = train_with_wandb(&cfg, &server.url(), &[], &options, quiet());
     outcome.expect("run");
     let rec = server.record();
@@ -555,5 +556,9 @@ fn the_run_config_on_wandb_carries_the_provenance() {
         config["provenance"],
         json!({"value": {"git_commit": "abc", "host": "h"}})
     );
-    assert_eq!(config["lr"]["value"], json!(cfg.train.lr), "the flat keys stay");
+    assert_eq!(
+        config["lr"]["value"],
+        json!(cfg.train.lr),
+        "the flat keys stay"
+    );
 }
