@@ -1,7 +1,9 @@
-//! `report`: plots and an HTML page from one or more run directories.
+//! `report`: plots and one self-contained HTML page from run directories or sweep directories.
 //!
-//! `report <run_dir>... [--out <file.html>] [--plots-only]`. Plots go into each `<run>/plots/`;
-//! the page defaults to `RUN/report.html` for one run and `./report.html` for several.
+//! `report <dir>... [--out <file.html>] [--plots-only] [--dry-run]`. A directory with a
+//! `metrics.jsonl` is a run; any other directory contributes the runs below it (a sweep's
+//! experiments and seeds). Plots go into each `<run>/plots/`; the page defaults to
+//! `DIR/report.html` for one directory and `./report.html` for several.
 
 use std::path::PathBuf;
 
@@ -12,21 +14,41 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Run directories (each with a metrics.jsonl).
+    /// Run directories, or directories holding runs (a sweep's output directory).
     #[arg(required = true)]
-    runs: Vec<PathBuf>,
-    /// Where to write the HTML page [default: RUN/report.html for one run, ./report.html for several].
+    dirs: Vec<PathBuf>,
+    /// Where to write the HTML page [default: DIR/report.html for one directory, ./report.html for several].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only write each run's plots into RUN/plots/, no HTML page.
-    #[arg(long)]
+    #[arg(long, alias = "plot-only")]
     plots_only: bool,
+    /// Say which runs would be reported and where the page would go, and write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runs = plots::find_runs(&args.dirs)?;
+    let out = match (&args.out, args.dirs.as_slice()) {
+        (Some(o), _) => o.clone(),
+        (None, [one]) => one.join("report.html"),
+        (None, _) => PathBuf::from("report.html"),
+    };
+    if args.dry_run {
+        for r in &runs {
+            println!("run {}", r.display());
+        }
+        if args.plots_only {
+            println!("would write plots into RUN/plots/ of {} runs", runs.len());
+        } else {
+            println!("would write {} ({} runs)", out.display(), runs.len());
+        }
+        return Ok(());
+    }
     if args.plots_only {
-        for run in &args.runs {
+        for run in &runs {
             let files = plots::write_run_plots(run)
                 .with_context(|| format!("writing plots of {}", run.display()))?;
             for f in files {
@@ -35,17 +57,12 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let out = match (&args.out, args.runs.as_slice()) {
-        (Some(o), _) => o.clone(),
-        (None, [one]) => one.join("report.html"),
-        (None, _) => PathBuf::from("report.html"),
-    };
-    let summary = plots::report(&args.runs, &out)
+    let summary = plots::report(&args.dirs, &out)
         .with_context(|| format!("writing report {}", out.display()))?;
     println!(
-        "{} ({} plot files)",
+        "{} ({} runs; every image inside the page, each run's plots also in RUN/plots/)",
         summary.html.display(),
-        summary.plots.len()
+        runs.len()
     );
     Ok(())
 }

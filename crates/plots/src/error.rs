@@ -50,9 +50,12 @@ pub enum PlotError {
         /// Which plot and why.
         what: String,
     },
-    /// The report was asked for without any run directory.
-    #[error("no run directories given")]
-    NoRuns,
+    /// None of the report's inputs is or holds a run directory.
+    #[error("no run directory (one holding a metrics.jsonl) in {inputs}")]
+    NoRuns {
+        /// The inputs, as given.
+        inputs: String,
+    },
 }
 
 /// Result alias of this crate.

@@ -42,7 +42,7 @@ pub use figures::{
 };
 pub use render::{PNG_SCALE, PlotFiles};
 pub use report::{
-    CONFIG_FILE, METRICS_FILE, NamedPlot, OVERLAY_KEYS, PCA_FILE, PLOTS_DIR, ReportSummary, report,
-    run_plots, write_run_plots,
+    CONFIG_FILE, METRICS_FILE, NamedPlot, OVERLAY_KEYS, PCA_FILE, PLOTS_DIR, ReportSummary,
+    find_runs, report, run_plots, write_run_plots,
 };
 pub use series::{PcaArrow, PcaPoint, PcaSnapshot, RunMetrics, Series, fact_type_names, read_pca};

@@ -1,14 +1,16 @@
 //! Per-run plot sets and the HTML report over one or more run directories.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use run_config::keys::{self, TypeMetric, geom};
 
 use crate::chart::esc;
 use crate::error::{PlotError, Result, io_err};
 use crate::figures::{
-    accuracy_plot, energy_plot, geometry_plot, loss_plot, metric_label, overlay_plot, pca_plot,
+    BandKind, SweepGroup, SweepPanel, accuracy_plot, energy_plot, geometry_plot, loss_plot,
+    metric_label, pca_plot, sweep_plot,
 };
 use crate::render::PlotFiles;
 use crate::series::{RunMetrics, read_pca};
@@ -55,6 +57,31 @@ fn run_label(run: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| run.display().to_string())
+}
+
+/// Short, distinct names of runs: each path below the directory all of them share (a lone run:
+/// its directory name).
+fn run_labels(runs: &[PathBuf]) -> Vec<String> {
+    if runs.len() < 2 {
+        return runs.iter().map(|r| run_label(r)).collect();
+    }
+    let parts: Vec<Vec<_>> = runs.iter().map(|r| r.components().collect()).collect();
+    let shortest = parts.iter().map(Vec::len).min().unwrap_or(0);
+    let common = (0..shortest)
+        .take_while(|&i| parts.iter().all(|p| p[i] == parts[0][i]))
+        .count();
+    parts
+        .iter()
+        .zip(runs)
+        .map(|(p, r)| {
+            let rest: PathBuf = p[common..].iter().collect();
+            if rest.as_os_str().is_empty() {
+                r.display().to_string()
+            } else {
+                rest.display().to_string()
+            }
+        })
+        .collect()
 }
 
 /// Writes every plot the run has data for into `<run>/plots/` and returns them with captions.
@@ -136,36 +163,6 @@ pub fn write_run_plots(run_dir: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// `target` relative to the directory `base` (both made absolute first), with `/` separators as
-/// HTML wants.
-fn relative(target: &Path, base: &Path) -> Result<String> {
-    let t = std::fs::canonicalize(target).map_err(io_err("resolve", target))?;
-    let b = std::fs::canonicalize(base).map_err(io_err("resolve", base))?;
-    let tc: Vec<Component> = t.components().collect();
-    let bc: Vec<Component> = b.components().collect();
-    let common = tc.iter().zip(&bc).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = vec!["..".to_string(); bc.len() - common];
-    parts.extend(
-        tc[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    Ok(parts.join("/"))
-}
-
-/// Percent-encodes what may not appear raw in a URL path (spaces, `#`, `?`, `%`, quotes …).
-fn url_path(p: &str) -> String {
-    let mut out = String::new();
-    for b in p.bytes() {
-        if b.is_ascii_alphanumeric() || b"/._-~+,=@".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 fn fmt_cell(v: Option<f64>) -> String {
     match v {
         None => "–".to_string(),
@@ -239,17 +236,16 @@ fn geometry_table(s: &mut String, m: &RunMetrics) {
     s.push_str("</tbody></table>\n");
 }
 
-fn figure(s: &mut String, caption: &str, files: &PlotFiles, base: &Path) -> Result<()> {
-    let png = url_path(&relative(&files.png, base)?);
-    let svg = url_path(&relative(&files.svg, base)?);
+/// A figure with the PNG inside the page (a `data:` URI), so the page stands alone.
+fn figure(s: &mut String, caption: &str, files: &PlotFiles) -> Result<()> {
+    use base64::Engine as _;
+    let png = std::fs::read(&files.png).map_err(io_err("read", &files.png))?;
     let _ = writeln!(
         s,
-        "<figure><a href=\"{}\"><img src=\"{}\" alt=\"{}\"></a><figcaption>{} (<a href=\"{}\">SVG</a>)</figcaption></figure>",
-        esc(&svg),
-        esc(&png),
+        "<figure><img src=\"data:image/png;base64,{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+        base64::engine::general_purpose::STANDARD.encode(png),
         esc(caption),
-        esc(caption),
-        esc(&svg)
+        esc(caption)
     );
     Ok(())
 }
@@ -261,32 +257,157 @@ figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#5
 pre{background:#f7f7f7;padding:0.8em;overflow:auto;font-size:0.85em}.note{color:#777}\
 section{border-top:2px solid #ddd;margin-top:2em}";
 
-/// Writes the HTML report `out` over `runs`: for each run its plots (written into
-/// `<run>/plots/`), its final evaluation table, its last geometry values and its config verbatim;
-/// with several runs, first a comparison section with one overlay plot per key metric (written
-/// into `<out stem>_files/` next to the page) and a table of final accuracies. Images are linked
-/// by paths relative to the page.
+/// The run directories among `inputs`: a directory with a `metrics.jsonl` is a run; any other
+/// directory (a sweep's, a folder of runs) contributes the runs below it (two levels deep).
 ///
 /// # Errors
-/// [`PlotError::NoRuns`] for an empty list; the errors of [`run_plots`]; I/O errors.
-pub fn report(runs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
-    if runs.is_empty() {
-        return Err(PlotError::NoRuns);
+/// [`PlotError::Io`] naming an input that cannot be read, [`PlotError::NoRuns`] when an input is
+/// a file or no input holds a run.
+pub fn find_runs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn below(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        if dir.join(METRICS_FILE).is_file() {
+            out.push(dir.to_path_buf());
+            return;
+        }
+        if depth == 0 {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut subdirs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        subdirs.sort();
+        for d in subdirs {
+            below(&d, depth - 1, out);
+        }
     }
+    let mut runs = Vec::new();
+    for input in inputs {
+        match std::fs::metadata(input) {
+            Ok(m) if m.is_dir() => below(input, 2, &mut runs),
+            Ok(_) => {
+                return Err(PlotError::NoRuns {
+                    inputs: format!("{} (a file, not a directory)", input.display()),
+                });
+            }
+            Err(e) => return Err(io_err("read", input)(e)),
+        }
+    }
+    if runs.is_empty() {
+        let inputs = if inputs.is_empty() {
+            "no input".to_string()
+        } else {
+            inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(PlotError::NoRuns { inputs });
+    }
+    Ok(runs)
+}
+
+/// Keys that identify a run rather than the experiment: two runs differing only in these are
+/// the same experiment (the seed is the one that repeats it).
+const IDENTITY_KEYS: [&str; 4] = ["save_dir", "run_name", "project", "data_dir"];
+
+/// A run's configuration as flat `key = value` text (the W&B config's keys), or why it could
+/// not be read.
+fn flat_config(run: &Path) -> std::result::Result<BTreeMap<String, String>, String> {
+    run_config::RunConfig::from_file(&run.join(CONFIG_FILE))
+        .map(|c| {
+            c.flat()
+                .into_iter()
+                .filter(|(k, _)| !IDENTITY_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k, v.to_string()))
+                .collect()
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Runs grouped into experiments (configurations equal but for the seed and the run's
+/// identity), in the order of their first run; each group is labelled by the values of the keys
+/// that differ between groups.
+fn seed_groups(
+    labels: &[String],
+    configs: &[BTreeMap<String, String>],
+) -> Vec<(String, Vec<usize>)> {
+    let without_seed = |c: &BTreeMap<String, String>| {
+        let mut c = c.clone();
+        c.remove("seed");
+        c
+    };
+    let mut groups: Vec<(BTreeMap<String, String>, Vec<usize>)> = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let key = without_seed(c);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    let keys: Vec<String> = differing(&groups.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>());
+    groups
+        .into_iter()
+        .map(|(c, members)| {
+            let label = if keys.is_empty() {
+                if members.len() == 1 {
+                    labels[members[0]].clone()
+                } else {
+                    "all runs".to_string()
+                }
+            } else {
+                keys.iter()
+                    .map(|k| format!("{k} = {}", c.get(k).map_or("unset", String::as_str)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            (label, members)
+        })
+        .collect()
+}
+
+/// The keys whose values are not the same in every configuration.
+fn differing(configs: &[BTreeMap<String, String>]) -> Vec<String> {
+    let mut all: Vec<&String> = configs.iter().flat_map(|c| c.keys()).collect();
+    all.sort();
+    all.dedup();
+    all.into_iter()
+        .filter(|k| configs.iter().any(|c| c.get(*k) != configs[0].get(*k)))
+        .cloned()
+        .collect()
+}
+
+/// Writes the HTML report `out` over the runs found in `inputs` (run directories, or sweep
+/// directories holding runs): one self-contained file, its images inside it. For each run its
+/// plots (also written into `<run>/plots/`), its final evaluation table, its last geometry
+/// values and its config; with several runs, first a comparison: the configuration keys that
+/// differ between runs, the final values, and one plot per key metric with one curve per
+/// experiment (runs that differ only in their seed are one experiment: the curve is their mean,
+/// the band spans their minimum to maximum).
+///
+/// # Errors
+/// [`PlotError::NoRuns`] when no run is found; the errors of [`run_plots`]; I/O errors.
+pub fn report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
+    let runs = find_runs(inputs)?;
     let base = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => p.to_path_buf(),
         None => PathBuf::from("."),
     };
-    let mut labels: Vec<String> = runs.iter().map(|r| run_label(r)).collect();
-    for i in 0..labels.len() {
-        if labels.iter().filter(|l| **l == labels[i]).count() > 1 {
-            labels[i] = runs[i].display().to_string();
-        }
-    }
+    let labels = run_labels(&runs);
     let mut metrics = Vec::new();
-    for r in runs {
+    for r in &runs {
         metrics.push(RunMetrics::read(&r.join(METRICS_FILE))?);
     }
+    let read_configs: Vec<_> = runs.iter().map(|r| flat_config(r)).collect();
+    let configs: Vec<BTreeMap<String, String>> = read_configs
+        .iter()
+        .map(|c| c.clone().unwrap_or_default())
+        .collect();
     // Only after every run has read cleanly, so a typo in a path leaves nothing behind.
     std::fs::create_dir_all(&base).map_err(io_err("create dir", &base))?;
     let mut plots = Vec::new();
@@ -303,7 +424,7 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
         esc(&title)
     );
     html.push_str("<ul>\n");
-    for (l, r) in labels.iter().zip(runs) {
+    for (l, r) in labels.iter().zip(&runs) {
         let _ = writeln!(
             html,
             "<li><a href=\"#{}\">{}</a> <span class=\"note\">{}</span></li>",
@@ -316,29 +437,67 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
 
     if runs.len() > 1 {
         html.push_str("<section><h2>Comparison</h2>\n");
-        comparison_table(&mut html, &labels, &metrics);
-        let stem = out
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "report".to_string());
-        let dir = base.join(format!("{stem}_files"));
-        let named: Vec<(String, &RunMetrics)> =
-            labels.iter().cloned().zip(metrics.iter()).collect();
-        for key in OVERLAY_KEYS {
-            let file = dir.join(format!("overlay_{}", sanitize(key)));
-            match overlay_plot(&named, key, &file) {
-                Ok(files) => {
-                    figure(&mut html, &metric_label(key), &files, &base)?;
-                    plots.extend([files.png, files.svg]);
-                }
-                Err(PlotError::NoData { .. }) => {}
-                Err(e) => return Err(e),
+        for (l, c) in labels.iter().zip(&read_configs) {
+            if let Err(e) = c {
+                let _ = writeln!(
+                    html,
+                    "<p class=\"note\">{}: configuration not compared ({})</p>",
+                    esc(l),
+                    esc(e)
+                );
             }
         }
+        differing_table(&mut html, &labels, &configs);
+        comparison_table(&mut html, &labels, &metrics);
+        let groups = seed_groups(&labels, &configs);
+        html.push_str("<h3>Experiments (runs equal but for the seed)</h3>\n<ul>\n");
+        for (label, members) in &groups {
+            let names: Vec<&str> = members.iter().map(|&i| labels[i].as_str()).collect();
+            let _ = writeln!(html, "<li>{}: {}</li>", esc(label), esc(&names.join(", ")));
+        }
+        html.push_str("</ul>\n");
+        let scratch = tempfile_dir(&base)?;
+        for key in OVERLAY_KEYS {
+            let panel = SweepPanel {
+                title: metric_label(key),
+                y_label: metric_label(key),
+                groups: groups
+                    .iter()
+                    .map(|(label, members)| SweepGroup {
+                        label: format!(
+                            "{label} ({} run{})",
+                            members.len(),
+                            if members.len() == 1 { "" } else { "s" }
+                        ),
+                        runs: members
+                            .iter()
+                            .filter_map(|&i| metrics[i].get(key).cloned())
+                            .collect(),
+                    })
+                    .filter(|g| !g.runs.is_empty())
+                    .collect(),
+                markers: Vec::new(),
+                band: BandKind::MinMax,
+                y_range: None,
+            };
+            if panel.groups.is_empty() {
+                continue;
+            }
+            let files = sweep_plot(&metric_label(key), &[panel], &scratch.join(sanitize(key)))?;
+            figure(
+                &mut html,
+                &format!(
+                    "{}: one curve per experiment, the mean over its seeds; the band spans their minimum to maximum",
+                    metric_label(key)
+                ),
+                &files,
+            )?;
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
         html.push_str("</section>\n");
     }
 
-    for ((l, r), m) in labels.iter().zip(runs).zip(&metrics) {
+    for ((l, r), m) in labels.iter().zip(&runs).zip(&metrics) {
         let _ = writeln!(
             html,
             "<section id=\"{}\"><h2>{}</h2><p class=\"note\">{}</p>",
@@ -349,7 +508,7 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
         final_table(&mut html, m);
         geometry_table(&mut html, m);
         for p in run_plots(r)? {
-            figure(&mut html, &p.caption, &p.files, &base)?;
+            figure(&mut html, &p.caption, &p.files)?;
             plots.extend([p.files.png, p.files.svg]);
         }
         let cfg = r.join(CONFIG_FILE);
@@ -376,6 +535,36 @@ pub fn report(runs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
     })
 }
 
+/// A fresh scratch directory beside the report for the comparison plots (removed once they are
+/// inside the page).
+fn tempfile_dir(base: &Path) -> Result<PathBuf> {
+    let dir = base.join(format!(".report-plots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(io_err("create dir", &dir))?;
+    Ok(dir)
+}
+
+/// The configuration keys whose values differ between runs, one row per run.
+fn differing_table(s: &mut String, labels: &[String], configs: &[BTreeMap<String, String>]) {
+    let keys = differing(configs);
+    if keys.is_empty() {
+        s.push_str("<p class=\"note\">All runs have the same configuration.</p>\n");
+        return;
+    }
+    s.push_str("<h3>Configuration keys that differ</h3>\n<table><thead><tr><th>run</th>");
+    for k in &keys {
+        let _ = write!(s, "<th>{}</th>", esc(k));
+    }
+    s.push_str("</tr></thead><tbody>\n");
+    for (l, c) in labels.iter().zip(configs) {
+        let _ = write!(s, "<tr><td>{}</td>", esc(l));
+        for k in &keys {
+            let _ = write!(s, "<td>{}</td>", esc(c.get(k).map_or("–", String::as_str)));
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</tbody></table>\n");
+}
+
 fn comparison_table(s: &mut String, labels: &[String], metrics: &[RunMetrics]) {
     let cols = [
         keys::VAL_MACRO_ACC,
@@ -383,7 +572,7 @@ fn comparison_table(s: &mut String, labels: &[String], metrics: &[RunMetrics]) {
         keys::OOD_ANALOGICAL_ACC,
         keys::GLOBAL_STEP,
     ];
-    s.push_str("<table><thead><tr><th>run</th>");
+    s.push_str("<h3>Final values</h3>\n<table><thead><tr><th>run</th>");
     for c in cols {
         let _ = write!(s, "<th>{}</th>", esc(&metric_label(c)));
     }
@@ -420,28 +609,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relative_paths_climb_and_descend() {
-        let d = tempfile::tempdir().unwrap();
-        let a = d.path().join("x/run/plots");
-        std::fs::create_dir_all(&a).unwrap();
-        std::fs::write(a.join("p.png"), b"").unwrap();
-        let b = d.path().join("y");
-        std::fs::create_dir_all(&b).unwrap();
-        assert_eq!(
-            relative(&a.join("p.png"), &b).unwrap(),
-            "../x/run/plots/p.png"
-        );
-        assert_eq!(
-            relative(&a.join("p.png"), &d.path().join("x/run")).unwrap(),
-            "plots/p.png"
-        );
+    fn labels_are_the_paths_below_the_shared_directory() {
+        let runs: Vec<PathBuf> = ["/s/a/seed_1", "/s/a/seed_2", "/s/b/seed_1"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(run_labels(&runs), ["a/seed_1", "a/seed_2", "b/seed_1"]);
+        assert_eq!(run_labels(&runs[..1]), ["seed_1"]);
+        let same = [PathBuf::from("runs/x"), PathBuf::from("runs/x")];
+        assert_eq!(run_labels(&same), ["runs/x", "runs/x"]);
     }
 
     #[test]
-    fn url_paths_encode_specials_and_cells_format() {
-        assert_eq!(url_path("../a b/#1.png"), "../a%20b/%231.png");
+    fn cells_format() {
         assert_eq!(fmt_cell(Some(120.0)), "120");
         assert_eq!(fmt_cell(Some(0.123456)), "0.1235");
         assert_eq!(fmt_cell(None), "–");
+    }
+
+    #[test]
+    fn runs_differing_only_in_seed_form_one_group_named_by_what_differs() {
+        let cfg = |lr: &str, seed: &str| {
+            BTreeMap::from([
+                ("lr".to_string(), lr.to_string()),
+                ("seed".to_string(), seed.to_string()),
+                ("epochs".to_string(), "5".to_string()),
+            ])
+        };
+        let configs = [cfg("0.1", "1"), cfg("0.1", "2"), cfg("0.01", "1")];
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let groups = seed_groups(&labels, &configs);
+        assert_eq!(
+            groups,
+            vec![
+                ("lr = 0.1".to_string(), vec![0, 1]),
+                ("lr = 0.01".to_string(), vec![2])
+            ]
+        );
+        assert_eq!(differing(&configs), vec!["lr", "seed"]);
+        let same = [cfg("0.1", "1"), cfg("0.1", "2")];
+        assert_eq!(
+            seed_groups(&labels[..2], &same),
+            vec![("all runs".to_string(), vec![0, 1])]
+        );
     }
 }

@@ -227,44 +227,83 @@ fn old_runs_without_geometry_get_the_plots_they_can() {
     assert_eq!(summary.plots.len(), 4);
 }
 
-fn linked_files(html: &str) -> Vec<String> {
+/// Every `src`/`href` value of the page.
+fn links(html: &str) -> Vec<String> {
     let mut out = Vec::new();
     for attr in ["src=\"", "href=\""] {
         let mut rest = html;
         while let Some(i) = rest.find(attr) {
             rest = &rest[i + attr.len()..];
             let end = rest.find('"').unwrap();
-            let link = &rest[..end];
-            if !link.starts_with('#') {
-                out.push(link.to_string());
-            }
+            out.push(rest[..end].to_string());
             rest = &rest[end..];
         }
     }
     out
 }
 
+fn set_config(run: &Path, lr: &str, seed: u64) {
+    std::fs::write(
+        run.join("config.toml"),
+        format!(
+            "[model]\nd_model = 32\n[train]\nlr = {lr}\nseed = {seed}\nsave_dir = \"{}\"\n[wandb]\nrun_name = \"<script>alert(1)</script>\"\n",
+            run.display()
+        ),
+    )
+    .unwrap();
+}
+
 #[test]
-fn report_over_several_runs_links_existing_files() {
+fn report_over_a_sweep_directory_is_one_self_contained_page() {
+    use base64::Engine as _;
     let (_keep, root) = sample_dir();
-    let runs = vec![root.join("runs/seed_1"), root.join("runs/seed_2")];
-    write_run(&runs[0], 1.0, true);
-    write_run(&runs[1], 1.6, true);
-    let out = root.join("out/report.html");
-    let summary = plots::report(&runs, &out).unwrap();
-    let html = std::fs::read_to_string(&summary.html).unwrap();
-    let links = linked_files(&html);
-    // 5 plots per run, 6 overlays; each an <img> of the PNG and two links to the SVG.
-    assert_eq!(
-        links.iter().filter(|l| l.ends_with(".png")).count(),
-        16,
-        "{links:?}"
-    );
-    for l in &links {
-        assert!(!l.starts_with('/'), "absolute link {l}");
-        let target = out.parent().unwrap().join(l);
-        assert!(target.is_file(), "{l} does not exist");
+    let sweep = root.join("sweep");
+    let runs = [
+        sweep.join("lr-high/seed_1"),
+        sweep.join("lr-high/seed_2"),
+        sweep.join("lr-low/seed_1"),
+    ];
+    for (run, (lr, seed, jitter)) in
+        runs.iter()
+            .zip([("0.1", 1, 1.0), ("0.1", 2, 1.3), ("0.01", 1, 1.6)])
+    {
+        write_run(run, jitter, true);
+        set_config(run, lr, seed);
     }
+    // A stray directory without metrics is not a run.
+    std::fs::create_dir_all(sweep.join("logs")).unwrap();
+    assert_eq!(
+        plots::find_runs(std::slice::from_ref(&sweep)).unwrap(),
+        runs
+    );
+
+    let out = root.join("out/report.html");
+    let summary = plots::report(std::slice::from_ref(&sweep), &out).unwrap();
+    let html = std::fs::read_to_string(&summary.html).unwrap();
+    // Nothing outside the page: in-page anchors and data URIs only.
+    let links = links(&html);
+    let images: Vec<&String> = links.iter().filter(|l| l.starts_with("data:")).collect();
+    for l in &links {
+        assert!(
+            l.starts_with('#') || l.starts_with("data:image/png;base64,"),
+            "{l}"
+        );
+    }
+    // 5 plots per run, 6 comparison plots.
+    assert_eq!(images.len(), 3 * 5 + 6);
+    for img in &images {
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(img.trim_start_matches("data:image/png;base64,"))
+            .unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(png.len() > 5000);
+    }
+    // The comparison plots' scratch files are gone; each run's plots stay in its directory.
+    let beside: Vec<String> = std::fs::read_dir(root.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside, vec!["report.html"]);
     for p in summary
         .plots
         .iter()
@@ -272,12 +311,44 @@ fn report_over_several_runs_links_existing_files() {
     {
         check_pair(p);
     }
+    assert_eq!(summary.plots.len(), 3 * 5 * 2);
+    // Keys that differ between runs, the run's own directory excluded.
+    let table = &html[html.find("Configuration keys that differ").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(
+        table.contains("<th>lr</th>") && table.contains("<th>seed</th>"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("save_dir") && !table.contains("d_model"),
+        "{table}"
+    );
+    assert!(table.contains("<td>0.01</td>"));
+    // Two experiments: lr 0.1 over two seeds, lr 0.01 over one.
+    assert!(html.contains("<li>lr = 0.1: lr-high/seed_1, lr-high/seed_2</li>"));
+    assert!(html.contains("<li>lr = 0.01: lr-low/seed_1</li>"));
+    assert!(html.contains("the mean over its seeds; the band spans their minimum to maximum"));
     // The config is shown verbatim but escaped.
     assert!(html.contains("run_name = &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;"));
     assert!(!html.contains("<script>"));
     // The final table is the last epoch row (step 2000 of the synthetic run).
     assert!(html.contains("global step 2000"));
     assert!(html.contains("<td>near_ood_compositional</td>"));
+}
+
+#[test]
+fn report_of_a_directory_without_runs_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("empty/sub")).unwrap();
+    let err = plots::report(&[d.path().join("empty")], &d.path().join("r.html")).unwrap_err();
+    assert!(err.to_string().contains("no run directory"), "{err}");
+    assert!(err.to_string().contains("empty"), "{err}");
+    assert!(!d.path().join("r.html").exists());
+    let err = plots::find_runs(&[d.path().join("missing")]).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    std::fs::write(d.path().join("file"), "").unwrap();
+    let err = plots::find_runs(&[d.path().join("file")]).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
 }
 
 #[test]
@@ -362,5 +433,5 @@ fn broken_metrics_line_is_reported_with_file_and_line() {
     let msg = err.to_string();
     assert!(msg.contains("metrics.jsonl:3:"), "{msg}");
     let err = plots::report(&[], &d.path().join("r.html")).unwrap_err();
-    assert!(matches!(err, PlotError::NoRuns));
+    assert!(matches!(err, PlotError::NoRuns { .. }));
 }
