@@ -86,12 +86,17 @@ fn parse_rng(s: &str) -> Result<RngKind, String> {
         .map_err(|_| format!("accepted values are {}", RngKind::NAMES.join(", ")))
 }
 
-/// Reads the `[data]` table of a TOML file; a file without one gives the defaults.
+/// Reads the `[data]` table of a TOML file (or the `data:` table of the original's YAML); a
+/// file without one gives the defaults.
 fn config_from_file(path: &Path) -> Result<DataConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
-    let mut table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let mut table: toml::Table = if run_config::yaml::is_yaml(path) {
+        run_config::yaml::run_config_toml(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    } else {
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    };
     match table.remove("data") {
         None => Ok(DataConfig::default()),
         Some(toml::Value::Table(data)) => toml::Value::Table(data)
@@ -175,7 +180,7 @@ fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("gen: error: {err:#}");
+            eprintln!("gen: error: {}", run_config::error_text(err.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -227,6 +232,24 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), text).unwrap();
         file
+    }
+
+    #[test]
+    fn the_originals_yaml_config_gives_its_data_table() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/original-configs/default.yaml"
+        );
+        let cfg = resolve(&args(&["--config", path])).unwrap();
+        assert_eq!(
+            (cfg.num_entities, cfg.num_relations, cfg.sub_size),
+            (10, 10000, Some(5))
+        );
+        assert_eq!(cfg.analogical_ood_ratio, 0.1);
+        let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        std::fs::write(file.path(), "data:\n  num_entites: 12\n").unwrap();
+        let err = resolve(&args(&["--config", file.path().to_str().unwrap()])).unwrap_err();
+        assert!(format!("{err:#}").contains("num_entites"), "{err:#}");
     }
 
     #[test]

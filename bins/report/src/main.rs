@@ -6,6 +6,7 @@
 //! `DIR/report.html` for one directory and `./report.html` for several.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -28,8 +29,7 @@ struct Args {
     dry_run: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn run(args: Args) -> anyhow::Result<()> {
     let runs = plots::find_runs(&args.dirs)?;
     let out = match (&args.out, args.dirs.as_slice()) {
         (Some(o), _) => o.clone(),
@@ -65,4 +65,14 @@ fn main() -> anyhow::Result<()> {
         runs.len()
     );
     Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", run_config::error_text(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -456,7 +456,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", run_config::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -294,7 +294,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         git_dirty: env!("TRAIN_GIT_DIRTY").to_string(),
         libtorch: env!("TRAIN_LIBTORCH_VERSION").to_string(),
         tch: env!("TRAIN_TCH_VERSION").to_string(),
-        device: format!("{device:?}, {} threads", tch::get_num_threads()),
+        device: {
+            let n = tch::get_num_threads();
+            format!("{device:?}, {n} thread{}", if n == 1 { "" } else { "s" })
+        },
         host: trainer::provenance::host_name(),
         started_at: trainer::provenance::now_utc(),
         wandb: String::new(),
@@ -378,7 +381,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Err(e) if !batched => return Err(e.into()),
             Err(e) => {
                 failed = true;
-                eprintln!("error: {}: {e:#}", dir.display());
+                eprintln!("error: {}: {}", dir.display(), run_config::error_text(&e));
             }
         }
     }
@@ -403,7 +406,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", run_config::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

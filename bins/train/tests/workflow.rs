@@ -153,3 +153,18 @@ fn the_originals_yaml_config_trains() {
         "{cfg}"
     );
 }
+
+#[test]
+fn a_missing_file_is_named_once_with_its_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.toml");
+    let out = train(&["--config", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(msg.contains(&missing.display().to_string()), "{msg}");
+    assert_eq!(msg.matches("(os error 2)").count(), 1, "{msg}");
+    let out = train(&["--resume", tmp.path().join("run").to_str().unwrap()]);
+    let msg = text(&out);
+    assert!(msg.contains("run/config.toml"), "{msg}");
+    assert_eq!(msg.matches("(os error 2)").count(), 1, "{msg}");
+}

@@ -53,3 +53,45 @@ pub enum ConfigError {
         source: std::io::Error,
     },
 }
+
+/// An error and its causes as one line, `outer: cause: cause`, each cause once: a cause whose
+/// text the line already ends with (an error that prints its source itself) is not repeated.
+pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let err = ConfigError::Io {
+            path: PathBuf::from("/x.toml"),
+            source: io(),
+        };
+        assert_eq!(error_text(&err), "/x.toml: No such file");
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the run's configuration")]
+        struct Outer(#[source] ConfigError);
+        let outer = Outer(ConfigError::Io {
+            path: PathBuf::from("/x.toml"),
+            source: io(),
+        });
+        assert_eq!(
+            error_text(&outer),
+            "reading the run's configuration: /x.toml: No such file"
+        );
+    }
+}
