@@ -210,6 +210,41 @@ const LABEL_SIZE: f64 = 13.0;
 const TICK_SIZE: f64 = 11.5;
 const LEGEND_SIZE: f64 = 12.0;
 const SMALL_SIZE: f64 = 10.0;
+
+/// Places point labels so that none overlaps another: each label tries the four corners around
+/// its point (upper right first) and is left out when all four are taken.
+#[derive(Debug, Default)]
+struct LabelPlacer {
+    boxes: Vec<(f64, f64, f64, f64)>,
+}
+
+impl LabelPlacer {
+    /// The text position and anchor of a label for the point `(px, py)`, or `None` when it
+    /// would overlap a label already placed.
+    fn place(&mut self, px: f64, py: f64, text: &str) -> Option<(f64, f64, &'static str)> {
+        let w = text.chars().count() as f64 * SMALL_SIZE * 0.6;
+        let h = SMALL_SIZE;
+        let corners = [
+            (px + 6.0, py - 5.0, "start"),
+            (px + 6.0, py + 5.0 + h, "start"),
+            (px - 6.0, py - 5.0, "end"),
+            (px - 6.0, py + 5.0 + h, "end"),
+        ];
+        for (x, y, anchor) in corners {
+            let x0 = if anchor == "end" { x - w } else { x };
+            let b = (x0, y - h, x0 + w, y + 2.0);
+            let free = self
+                .boxes
+                .iter()
+                .all(|o| b.2 <= o.0 || o.2 <= b.0 || b.3 <= o.1 || o.3 <= b.1);
+            if free {
+                self.boxes.push(b);
+                return Some((x, y, anchor));
+            }
+        }
+        None
+    }
+}
 const LINE_W: f64 = 2.0;
 const LEGEND_MAX_CHARS: usize = 48;
 
@@ -1028,6 +1063,7 @@ fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, id: u
             _ => {}
         }
     }
+    let mut placed = LabelPlacer::default();
     for m in &p.marks {
         match m {
             Mark::Scatter {
@@ -1043,12 +1079,12 @@ fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, id: u
                 }
             }
             Mark::Label { at, text: t } => {
-                if let (Some(px), Some(py)) = (mx.t(at.0), my.t(at.1)) {
+                if let (Some(px), Some(py)) = (mx.t(at.0), my.t(at.1))
+                    && let Some((x, y, anchor)) = placed.place(px, py, t)
+                {
                     let _ = write!(
                         s,
-                        r##"<text x="{:.1}" y="{:.1}" font-size="{SMALL_SIZE}" fill="#333" stroke="#ffffff" stroke-width="2.5" paint-order="stroke" stroke-linejoin="round">{}</text>"##,
-                        px + 6.0,
-                        py - 5.0,
+                        r##"<text x="{x:.1}" y="{y:.1}" font-size="{SMALL_SIZE}" text-anchor="{anchor}" fill="#333" stroke="#ffffff" stroke-width="2.5" paint-order="stroke" stroke-linejoin="round">{}</text>"##,
                         esc(t)
                     );
                 }
@@ -1244,6 +1280,27 @@ impl Figure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_never_overlap_and_try_every_corner() {
+        let mut p = LabelPlacer::default();
+        assert_eq!(p.place(100.0, 100.0, "e_1"), Some((106.0, 95.0, "start")));
+        // The same point again: below right, then the two left corners, then nothing.
+        assert_eq!(p.place(100.0, 100.0, "e_2"), Some((106.0, 115.0, "start")));
+        assert_eq!(p.place(100.0, 100.0, "e_3").map(|l| l.2), Some("end"));
+        assert_eq!(p.place(100.0, 100.0, "e_4").map(|l| l.2), Some("end"));
+        assert_eq!(p.place(100.0, 100.0, "e_5"), None);
+        // Far away is free again.
+        assert!(p.place(300.0, 300.0, "e_6").is_some());
+        for (i, a) in p.boxes.iter().enumerate() {
+            for b in &p.boxes[i + 1..] {
+                assert!(
+                    a.2 <= b.0 || b.2 <= a.0 || a.3 <= b.1 || b.3 <= a.1,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn linear_ticks_are_nice_and_inside() {

@@ -325,14 +325,24 @@ pub fn geometry_plot(m: &RunMetrics, title: &str, stem: &Path) -> Result<PlotFil
 
 /// At most `n` snapshots, evenly spread, always keeping the first and the last.
 fn pick_snapshots(snaps: &[PcaSnapshot], n: usize) -> Vec<&PcaSnapshot> {
+    // One per step (files of earlier versions repeat the last step).
+    let mut unique: Vec<&PcaSnapshot> = Vec::with_capacity(snaps.len());
+    for s in snaps {
+        if unique.last().is_none_or(|u| u.global_step != s.global_step) {
+            unique.push(s);
+        }
+    }
+    let snaps = unique;
     if snaps.len() <= n {
-        return snaps.iter().collect();
+        return snaps;
     }
     let mut idx: Vec<usize> = (0..n)
         .map(|i| ((i as f64) * (snaps.len() - 1) as f64 / (n - 1) as f64).round() as usize)
         .collect();
     idx.dedup();
-    idx.into_iter().filter_map(|i| snaps.get(i)).collect()
+    idx.into_iter()
+        .filter_map(|i| snaps.get(i).copied())
+        .collect()
 }
 
 /// The PCA of entity embeddings with functor pairs drawn as arrows (paper Fig. 7), one panel per
@@ -355,7 +365,7 @@ pub fn pca_plot(snapshots: &[PcaSnapshot], title: &str, stem: &Path) -> Result<P
             continue;
         }
         let mut p = Panel::new(
-            format!("step {}", snap.global_step),
+            pca_title(snap),
             Axis::new("PC 1", Scale::Linear),
             Axis::new("PC 2", Scale::Linear),
         );
@@ -416,8 +426,16 @@ pub fn pca_plot(snapshots: &[PcaSnapshot], title: &str, stem: &Path) -> Result<P
     let cols = 3.min(panels.len());
     let mut fig = Figure::new(Some(title.to_string()), cols, 420.0, 420.0);
     fig.panels = panels;
+    let drawn = |g: &str| {
+        let known = ["E1", "E2", "functor"];
+        snapshots
+            .iter()
+            .flat_map(|s| &s.points)
+            .any(|q| q.group == g || (g == "other" && !known.contains(&q.group.as_str())))
+    };
     let mut legend: Vec<LegendEntry> = groups
         .iter()
+        .filter(|(g, ..)| drawn(g))
         .map(|(_, label, c, shape)| LegendEntry {
             label: label.to_string(),
             color: c.to_string(),
@@ -436,6 +454,21 @@ pub fn pca_plot(snapshots: &[PcaSnapshot], title: &str, stem: &Path) -> Result<P
     });
     fig.shared_legend = legend;
     write_figure(&fig, stem)
+}
+
+/// A PCA panel's title: the step it was taken at, and the requested step when that differs (a
+/// snapshot is taken at the end of the epoch that passes a requested step).
+fn pca_title(snap: &PcaSnapshot) -> String {
+    let step = snap.global_step;
+    match snap.requested_steps.as_deref() {
+        None => format!("step {step}"),
+        Some([]) => format!("step {step} (end of training)"),
+        Some(req) if req.iter().all(|&r| r == step) => format!("step {step}"),
+        Some(req) => {
+            let req: Vec<String> = req.iter().map(u64::to_string).collect();
+            format!("step {step} (epoch end after {})", req.join(", "))
+        }
+    }
 }
 
 /// A readable axis label for a metric key.
@@ -747,17 +780,47 @@ mod tests {
 
     #[test]
     fn picks_first_and_last_snapshots() {
-        let snaps: Vec<PcaSnapshot> = (0..10)
-            .map(|i| PcaSnapshot {
-                global_step: i,
-                points: Vec::new(),
-                arrows: Vec::new(),
-            })
-            .collect();
+        let snaps: Vec<PcaSnapshot> = (0..10).map(|i| snapshot(i, None)).collect();
         let steps: Vec<u64> = pick_snapshots(&snaps, 4)
             .iter()
             .map(|s| s.global_step)
             .collect();
         assert_eq!(steps, vec![0, 3, 6, 9]);
+        // A repeated last step counts once.
+        let snaps = [
+            snapshot(5, Some(vec![5])),
+            snapshot(9, Some(vec![8])),
+            snapshot(9, Some(vec![])),
+        ];
+        let picked = pick_snapshots(&snaps, 6);
+        assert_eq!(picked.len(), 2);
+        assert_eq!(picked[1].requested_steps, Some(vec![8]));
+    }
+
+    fn snapshot(step: u64, requested: Option<Vec<u64>>) -> PcaSnapshot {
+        PcaSnapshot {
+            global_step: step,
+            requested_steps: requested,
+            points: Vec::new(),
+            arrows: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pca_titles_say_when_the_step_is_not_the_requested_one() {
+        assert_eq!(pca_title(&snapshot(312, None)), "step 312");
+        assert_eq!(pca_title(&snapshot(300, Some(vec![300]))), "step 300");
+        assert_eq!(
+            pca_title(&snapshot(312, Some(vec![300]))),
+            "step 312 (epoch end after 300)"
+        );
+        assert_eq!(
+            pca_title(&snapshot(24, Some(vec![1, 20]))),
+            "step 24 (epoch end after 1, 20)"
+        );
+        assert_eq!(
+            pca_title(&snapshot(2400, Some(vec![]))),
+            "step 2400 (end of training)"
+        );
     }
 }

@@ -167,6 +167,9 @@ fn kind_of(v: &Value) -> &'static str {
 pub struct PcaSnapshot {
     /// Optimiser step the embeddings were taken at.
     pub global_step: u64,
+    /// The `pca_steps` this snapshot answers (taken at the end of the epoch that passed them);
+    /// empty for the snapshot at the end of training; `None` in files of earlier versions.
+    pub requested_steps: Option<Vec<u64>>,
     /// The projected tokens.
     pub points: Vec<PcaPoint>,
     /// Functor pairs `e → f(e)`, drawn as arrows.
@@ -202,6 +205,8 @@ pub struct PcaArrow {
 #[derive(Deserialize)]
 struct PcaRecord {
     global_step: u64,
+    #[serde(default)]
+    requested_steps: Option<Vec<u64>>,
     #[serde(default)]
     points: Vec<RawPoint>,
     #[serde(default)]
@@ -250,6 +255,7 @@ pub fn read_pca(path: &Path) -> Result<Vec<PcaSnapshot>> {
             .collect();
         out.push(PcaSnapshot {
             global_step: rec.global_step,
+            requested_steps: rec.requested_steps,
             points,
             arrows: rec.arrows,
         });

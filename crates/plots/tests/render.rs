@@ -1,12 +1,13 @@
 //! Renders every plot from a synthetic run directory and checks the files: PNGs decode with the
 //! size the SVG declares (times the PNG scale), SVGs parse with an `<svg>` root, and the report
-//! links only to files that exist. Set `PLOTS_SAMPLE_DIR` to keep the synthetic run for viewing.
+//! is one page with its images inside. Set `PLOTS_SAMPLE_DIR` to keep the synthetic run for viewing.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use plots::{
-    BandKind, OnsetMarker, PNG_SCALE, PlotError, RunMetrics, Series, SweepGroup, SweepPanel,
+    BandKind, OnsetMarker, PNG_SCALE, PcaPoint, PcaSnapshot, PlotError, RunMetrics, Series,
+    SweepGroup, SweepPanel,
 };
 
 fn sigmoid(x: f64) -> f64 {
@@ -434,4 +435,78 @@ fn broken_metrics_line_is_reported_with_file_and_line() {
     assert!(msg.contains("metrics.jsonl:3:"), "{msg}");
     let err = plots::report(&[], &d.path().join("r.html")).unwrap_err();
     assert!(matches!(err, PlotError::NoRuns { .. }));
+}
+
+#[test]
+fn the_pca_legend_lists_only_what_is_drawn_and_labels_do_not_overlap() {
+    let d = tempfile::tempdir().unwrap();
+    let point = |i: usize, group: &str, x: f64, y: f64| PcaPoint {
+        token: format!("<e_{i}>"),
+        group: group.to_string(),
+        x,
+        y,
+    };
+    // Twenty entities, ten per group: nineteen crowded near the origin, one far out.
+    let points: Vec<PcaPoint> = (0..20)
+        .map(|i| {
+            let a = i as f64 * 0.9;
+            let g = if i < 10 { "E1" } else { "E2" };
+            let r = if i == 19 { 40.0 } else { 0.3 };
+            point(i, g, a.cos() * r, a.sin() * r)
+        })
+        .collect();
+    let snap = PcaSnapshot {
+        global_step: 24,
+        requested_steps: Some(vec![20]),
+        points,
+        arrows: Vec::new(),
+    };
+    let files = plots::pca_plot(&[snap], "PCA", &d.path().join("pca")).unwrap();
+    check_pair(&files.png);
+    let svg = std::fs::read_to_string(&files.svg).unwrap();
+    assert!(svg.contains("E1 entities") && svg.contains("E2 entities"));
+    assert!(
+        !svg.contains("functor &lt;f&gt;"),
+        "legend lists the functor"
+    );
+    assert!(!svg.contains("other tokens"), "legend lists other tokens");
+    assert!(svg.contains("step 24 (epoch end after 20)"));
+    // Labels placed: some, but not all twenty on top of each other.
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let labels: Vec<(f64, f64, f64, bool)> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter(|n| n.text().is_some_and(|t| t.starts_with("e_")))
+        .map(|n| {
+            let x: f64 = n.attribute("x").unwrap().parse().unwrap();
+            let y: f64 = n.attribute("y").unwrap().parse().unwrap();
+            let w = n.text().unwrap().chars().count() as f64 * 6.0 - 0.1;
+            (
+                x,
+                y,
+                w,
+                n.attribute("text-anchor").unwrap_or("start") == "end",
+            )
+        })
+        .collect();
+    assert!(
+        labels.len() >= 4 && labels.len() < 20,
+        "{} labels",
+        labels.len()
+    );
+    let boxes: Vec<(f64, f64, f64, f64)> = labels
+        .iter()
+        .map(|&(x, y, w, end)| {
+            let x0 = if end { x - w } else { x };
+            (x0, y - 9.9, x0 + w, y + 1.9)
+        })
+        .collect();
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            assert!(
+                a.2 <= b.0 || b.2 <= a.0 || a.3 <= b.1 || b.3 <= a.1,
+                "{a:?} overlaps {b:?}"
+            );
+        }
+    }
 }

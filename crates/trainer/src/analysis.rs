@@ -54,6 +54,9 @@ pub struct Analysis {
     ood_sources: BTreeSet<i64>,
     tokens: Vec<String>,
     pca_path: PathBuf,
+    /// The step of the last snapshot this process wrote (the end-of-training one is not
+    /// repeated at the same step).
+    last_pca_step: std::cell::Cell<Option<u64>>,
 }
 
 impl Analysis {
@@ -114,6 +117,7 @@ impl Analysis {
             ood_sources,
             tokens: ds.vocab.tokens().to_vec(),
             pca_path: save_dir.join("pca.jsonl"),
+            last_pca_step: std::cell::Cell::new(None),
         })
     }
 
@@ -169,11 +173,20 @@ impl Analysis {
         Ok(out)
     }
 
-    /// Appends the 2-D PCA of the entity embeddings at `global_step` to `pca.jsonl`.
-    pub fn record_pca(&self, model: &Gpt, global_step: u64) -> Result<(), TrainError> {
-        if !self.enabled {
+    /// Appends the 2-D PCA of the entity embeddings at `global_step` to `pca.jsonl`, recording
+    /// the `pca_steps` it answers (`requested`; empty for the end of training, which is not
+    /// written again when a snapshot was just taken at that step).
+    pub fn record_pca(
+        &self,
+        model: &Gpt,
+        global_step: u64,
+        requested: &[u64],
+    ) -> Result<(), TrainError> {
+        if !self.enabled || (requested.is_empty() && self.last_pca_step.get() == Some(global_step))
+        {
             return Ok(());
         }
+        self.last_pca_step.set(Some(global_step));
         let ids: Vec<i64> = self.entities.iter().map(|&(id, _)| id).collect();
         let pca = metrics::pca_2d_rows(model.tok_emb(), &ids)?;
         let name = |id: i64| self.tokens.get(id as usize).cloned().unwrap_or_default();
@@ -190,6 +203,7 @@ impl Analysis {
             .collect();
         let line = json!({
             keys::GLOBAL_STEP: global_step,
+            "requested_steps": requested,
             "explained_variance_ratio": pca.explained_variance_ratio,
             "points": points,
             "arrows": arrows,
@@ -227,7 +241,7 @@ pub fn analyse_epoch<'m>(
 ) -> Result<(), TrainError> {
     let geometry = clock.geometry_due(epoch, global_step);
     let pca = clock.pca_due(global_step);
-    if !(geometry || pca) {
+    if !geometry && pca.is_empty() {
         return Ok(());
     }
     let started = std::time::Instant::now();
@@ -235,8 +249,8 @@ pub fn analyse_epoch<'m>(
     if geometry {
         values.extend(analysis.geometry(model)?);
     }
-    if pca {
-        analysis.record_pca(model, global_step)?;
+    if !pca.is_empty() {
+        analysis.record_pca(model, global_step, &pca)?;
     }
     if geometry {
         *geometry_seconds += started.elapsed().as_secs_f64();
@@ -296,14 +310,14 @@ impl GeometryClock {
         }
     }
 
-    /// Whether a requested PCA step was reached by `global_step` (each fires once, at the end of
-    /// the epoch that passes it).
-    pub fn pca_due(&mut self, global_step: u64) -> bool {
+    /// The requested PCA steps reached by `global_step` and not yet answered (each fires once,
+    /// at the end of the epoch that passes it); empty when none is due.
+    pub fn pca_due(&mut self, global_step: u64) -> Vec<u64> {
         let due: Vec<u64> = self.pca_steps.range(..=global_step).copied().collect();
         for s in &due {
             self.pca_steps.remove(s);
         }
-        !due.is_empty()
+        due
     }
 }
 
@@ -339,7 +353,7 @@ mod tests {
             epochs
                 .filter(|&e| {
                     let g = clock.geometry_due(e, e as u64 * 3);
-                    clock.pca_due(e as u64 * 3) || g
+                    !clock.pca_due(e as u64 * 3).is_empty() || g
                 })
                 .collect::<Vec<_>>()
         };
@@ -358,10 +372,10 @@ mod tests {
     #[test]
     fn pca_steps_fire_once_when_passed() {
         let mut c = GeometryClock::new(GeometrySchedule::Off, 1, &[5, 6, 20]);
-        assert!(!c.pca_due(3));
-        assert!(c.pca_due(7));
-        assert!(!c.pca_due(8));
-        assert!(c.pca_due(21));
-        assert!(!c.pca_due(100));
+        assert!(c.pca_due(3).is_empty());
+        assert_eq!(c.pca_due(7), [5, 6]);
+        assert!(c.pca_due(8).is_empty());
+        assert_eq!(c.pca_due(21), [20]);
+        assert!(c.pca_due(100).is_empty());
     }
 }

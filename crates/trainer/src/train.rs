@@ -1035,7 +1035,7 @@ impl Trainer {
             if outcome.is_ok() && member.failed.is_none() {
                 let save_dir = member.summary.save_dir.clone();
                 let pca = Member::as_gpt(&mut member.shadow, model, i as i64, &save_dir)
-                    .and_then(|gpt| member.analysis.record_pca(gpt, self.global_step));
+                    .and_then(|gpt| member.analysis.record_pca(gpt, self.global_step, &[]));
                 if let Err(e) = pca {
                     tracing::warn!("final PCA not recorded: {e}");
                 }

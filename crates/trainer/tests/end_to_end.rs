@@ -105,13 +105,45 @@ fn tiny_graph_is_memorised_within_200_steps() {
             .iter()
             .any(|(n, _)| n == "blocks.0.attn.qkv.weight")
     );
-    assert_eq!(
-        std::fs::read_to_string(cfg.train.save_dir.join("pca.jsonl"))
-            .unwrap()
-            .lines()
-            .count(),
-        3
-    );
+    // PCA at the epoch ends passing the requested steps 1 and 20, then at the end of training.
+    let pca = rows(&cfg.train.save_dir.join("pca.jsonl"));
+    let asked: Vec<(u64, Value)> = pca
+        .iter()
+        .map(|r| {
+            (
+                r["global_step"].as_u64().unwrap(),
+                r["requested_steps"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert_eq!(asked[0].1, serde_json::json!([1]));
+    assert_eq!(asked[1].1, serde_json::json!([20]));
+    assert!(asked[1].0 >= 20 && asked[0].0 < 20, "{asked:?}");
+    assert_eq!(asked[2], (ck.sidecar.global_step, serde_json::json!([])));
+}
+
+#[test]
+fn a_pca_step_at_the_last_step_is_not_written_twice() {
+    let _rng = rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(tmp.path(), "last");
+    cfg.train.epochs = 3;
+    cfg.train.geometry = GeometrySchedule::Off;
+    cfg.train.pca_steps = vec![1, 1_000_000];
+    trainer::run(cfg.clone(), quiet()).unwrap();
+    let steps: Vec<u64> = rows(&cfg.train.save_dir.join("pca.jsonl"))
+        .iter()
+        .map(|r| r["global_step"].as_u64().unwrap())
+        .collect();
+    let first = steps[0];
+    cfg.train.pca_steps = vec![first * 3];
+    cfg.train.save_dir = tmp.path().join("again");
+    trainer::run(cfg.clone(), quiet()).unwrap();
+    let again: Vec<Value> = rows(&cfg.train.save_dir.join("pca.jsonl"));
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["requested_steps"], serde_json::json!([first * 3]));
+    assert_eq!(steps, vec![first, first * 3]);
 }
 
 #[test]
