@@ -36,7 +36,7 @@ train *ARGS: build
 # The whole test suite: every crate (parity, end-to-end, faults, W&B fake server), the README's commands and the container checks.
 test: setup
     cargo test --workspace
-    bash scripts/readme-commands.sh
+    python3 scripts/readme-commands.py
     bash docker/test.sh
 
 # Formatting, lints (warnings are errors), docs and the tests.

@@ -2,7 +2,7 @@
 # Benchmarks the original's default configuration (configs/original.toml) end to end and
 # writes the figures as JSON.
 #
-#   scripts/bench.sh [--epochs N] [--device cpu|cuda] [extra train flags...]
+#   scripts/bench.sh [--epochs N] [--device cpu|cuda] [--dry-run] [extra train flags...]
 #
 # Two runs of configs/original.toml (W&B off, plots off): one with geometry tracking off (the
 # cost of training and evaluation alone) and one with the default tracking (on log-spaced
@@ -14,9 +14,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 device=auto
+dry=0
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --dry-run) dry=1; shift ;;
     --device) device=$2; shift 2 ;;
     --device=*) device=${1#--device=}; shift ;;
     *) args+=("$1"); shift ;;
@@ -26,21 +28,25 @@ done
 cargo build --release --quiet -p train -p gen
 train=target/release/train
 data_dir=data/composition_functor.10.10000.5
-if [ ! -f "$data_dir/train.json" ]; then
+if [ "$dry" = 0 ] && [ ! -f "$data_dir/train.json" ]; then
   target/release/gen --config configs/original.toml --output_dir "$data_dir"
 fi
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=bench/results
-mkdir -p "$out"
+[ "$dry" = 1 ] || mkdir -p "$out"
 results=()
 for geometry in off log; do
   save_dir=runs/bench-geometry-$geometry
-  rm -rf "$save_dir"
+  run=("$train" --config configs/original.toml --data_dir "$data_dir" --save_dir "$save_dir"
+    --overwrite --device "$device" --no_wandb --quiet --set plots=false --set pca_steps='[]'
+    --set geometry="$geometry" "${args[@]}")
+  if [ "$dry" = 1 ]; then
+    "${run[@]}" --dry-run
+    continue
+  fi
   start=$(date +%s.%N)
-  "$train" --config configs/original.toml --data_dir "$data_dir" --save_dir "$save_dir" \
-    --device "$device" --no_wandb --quiet --set plots=false --set pca_steps='[]' \
-    --set geometry="$geometry" "${args[@]}"
+  "${run[@]}"
   end=$(date +%s.%N)
   wall=$(python3 -c "print(round($end - $start, 3))")
   results+=("$(python3 - "$save_dir/timings.json" "$geometry" "$wall" <<'PY'
@@ -53,6 +59,7 @@ PY
 )")
 done
 
+[ "$dry" = 1 ] && exit 0
 file="$out/$stamp-$device.json"
 python3 - "$file" "${results[@]}" <<'PY'
 import json, os, platform, sys

@@ -227,35 +227,7 @@ fn apply_flags(cli: &Cli, cfg: &mut RunConfig) -> Result<()> {
 /// directories) as one batched process. Exit status 0 when every member finished, 130 when
 /// interrupted, 1 when any member failed (each failure is printed).
 fn run(cli: Cli) -> Result<ExitCode> {
-    if cli.dry_run && !cli.resume.is_empty() {
-        // The flags must apply to a configuration; the runs' own are not read.
-        apply_flags(&cli, &mut RunConfig::default())?;
-        for dir in &cli.resume {
-            println!(
-                "would resume {} from its newest valid checkpoint",
-                dir.display()
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
     let cfgs = resolve_members(&cli)?;
-    if cli.dry_run {
-        for cfg in &cfgs {
-            println!(
-                "would train {} epochs of d_model {} on {} into {}{}",
-                cfg.train.epochs,
-                cfg.model.d_model,
-                cfg.train.data_dir.display(),
-                cfg.train.save_dir.display(),
-                if cfg.wandb.use_wandb {
-                    " (W&B when WANDB_API_KEY is set)"
-                } else {
-                    ""
-                }
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
     if cli.print_config {
         for cfg in &cfgs {
             if cfgs.len() > 1 {
@@ -266,22 +238,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let resume = !cli.resume.is_empty();
-    // Refuse what would be refused anyway before W&B starts a run for it.
+    // Refuse what would be refused anyway before W&B starts a run for it (and in a dry run).
     for cfg in &cfgs {
         let dir = &cfg.train.save_dir;
-        if resume {
-            if trainer::config::record::newest_sidecars(dir).0.is_empty() {
+        let plan = if resume {
+            let Some(ck) = trainer::checkpoint::newest_valid(dir) else {
                 anyhow::bail!(
                     "--resume {}: no valid checkpoint there (the run stopped before its first one); start it again with --overwrite",
                     dir.display()
                 );
-            }
-        } else if cli.overwrite {
-            // Cleared before W&B writes its run id there.
-            trainer::run_dir::prepare_fresh(dir, true)?;
+            };
+            format!(
+                "resume {} from epoch {} (step {}) to epoch {}",
+                dir.display(),
+                ck.sidecar.epoch,
+                ck.sidecar.global_step,
+                cfg.train.epochs
+            )
         } else {
-            trainer::run_dir::refuse_existing(dir)?;
+            let what = trainer::run_dir::existing_run(dir);
+            if !cli.overwrite {
+                trainer::run_dir::refuse_existing(dir)?;
+            } else if !cli.dry_run {
+                // Cleared before W&B writes its run id there.
+                trainer::run_dir::prepare_fresh(dir, true)?;
+            }
+            format!(
+                "train {} epochs of d_model {} on {} into {}{}",
+                cfg.train.epochs,
+                cfg.model.d_model,
+                cfg.train.data_dir.display(),
+                dir.display(),
+                match what {
+                    Some(w) => format!(" (replacing {w})"),
+                    None => String::new(),
+                }
+            )
+        };
+        if cli.dry_run {
+            let wandb = if cfg.wandb.use_wandb {
+                "; W&B when WANDB_API_KEY is set"
+            } else {
+                ""
+            };
+            println!("would {plan}{wandb}");
         }
+    }
+    if cli.dry_run {
+        return Ok(ExitCode::SUCCESS);
     }
     let device = trainer::train::select_device(cfgs[0].train.device)?;
     if cfgs[0].train.threads > 0 {

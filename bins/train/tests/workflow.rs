@@ -117,13 +117,31 @@ fn a_dry_run_checks_flags_and_touches_nothing() {
     let out = train(&["--lr", "fast", "--dry-run"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("--lr"), "{}", text(&out));
-    let out = train(&["--resume", "runs/not-there", "--epochs", "5", "--dry-run"]);
+    // A dry run refuses what the run would refuse: a missing run, a used directory.
+    let missing = tmp.path().join("not-there");
+    let out = train(&["--resume", missing.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not-there/config.toml"), "{}", text(&out));
+    let out = train(&refs[..refs.len() - 1]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = train(&refs);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("already holds a run with a checkpoint at epoch 3"));
+    let run = tmp.path().join("run");
+    let out = train(&["--resume", run.to_str().unwrap(), "--epochs", "5", "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("would resume runs/not-there"),
+        text(&out).contains(&format!("would resume {} from epoch 3 (step ", run.display())),
         "{}",
         text(&out)
     );
+    assert!(text(&out).contains("to epoch 5"), "{}", text(&out));
+    let mut over = refs.clone();
+    over.push("--overwrite");
+    let before = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    let out = train(&over);
+    assert!(text(&out).contains("(replacing a run with a checkpoint at epoch 3"), "{}", text(&out));
+    assert_eq!(std::fs::read(run.join("metrics.jsonl")).unwrap(), before);
 }
 
 #[test]
