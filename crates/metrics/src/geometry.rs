@@ -752,16 +752,12 @@ mod tests {
         assert!(keys.contains(&"geom/parallelism/id_analogical"));
     }
 
-    /// Runs where a GPU is present; elsewhere it only checks the CPU path and says so.
     #[test]
+    #[ignore = "needs a CUDA device; run by scripts/device-check.sh"]
     fn report_on_cuda_matches_cpu() {
+        let dev = crate::test_cuda();
         let (e, u) = random_model(11, Kind::Float);
         let cpu = geometry_report(&e, &u, &PAIRS, F, &PAIRS[..2], &PAIRS[2..]).unwrap();
-        if !tch::Cuda::is_available() {
-            eprintln!("report_on_cuda_matches_cpu: no CUDA device, GPU half skipped");
-            return;
-        }
-        let dev = Device::Cuda(0);
         let gpu = geometry_report(
             &e.to_device(dev),
             &u.to_device(dev),

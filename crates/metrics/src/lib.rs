@@ -45,6 +45,17 @@ mod tensor_util;
 #[cfg(test)]
 mod reference;
 
+/// The device of the `#[ignore]`d CUDA tests (run by `scripts/device-check.sh` on a GPU
+/// machine); without one they fail, saying so.
+#[cfg(test)]
+fn test_cuda() -> tch::Device {
+    assert!(
+        tch::Cuda::is_available(),
+        "no CUDA device: libtorch sees none (no GPU, or libtorch_cuda.so not loaded)"
+    );
+    tch::Device::Cuda(0)
+}
+
 pub use error::{MetricsError, Result};
 pub use geometry::{
     GeometryReport, analogy_addition_score, cluster_separation, dirichlet_energy, geometry_report,

@@ -236,17 +236,14 @@ mod tests {
         ));
     }
 
-    /// Runs where a GPU is present; elsewhere it only checks the CPU path and says so.
     #[test]
+    #[ignore = "needs a CUDA device; run by scripts/device-check.sh"]
     fn pca_on_cuda_matches_cpu() {
+        let dev = crate::test_cuda();
         tch::manual_seed(12);
         let pts = Tensor::randn([20, 8], (Kind::Float, Device::Cpu));
         let cpu = pca_2d(&pts).unwrap();
-        if !tch::Cuda::is_available() {
-            eprintln!("pca_on_cuda_matches_cpu: no CUDA device, GPU half skipped");
-            return;
-        }
-        let gpu = pca_2d(&pts.to_device(Device::Cuda(0))).unwrap();
+        let gpu = pca_2d(&pts.to_device(dev)).unwrap();
         assert_vec_close(
             &gpu.explained_variance_ratio,
             &cpu.explained_variance_ratio,

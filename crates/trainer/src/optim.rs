@@ -419,7 +419,14 @@ mod tests {
         assert_eq!(lr_at(1.0, 4, 100), 1.0);
     }
 
-    fn fused_matches_reference(kind: OptimizerKind) {
+    /// The device of the CUDA tests; without one they fail, saying so.
+    fn cuda() -> Device {
+        crate::train::select_device(crate::DeviceChoice::Cuda).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The fused kernel on `device` against the reference formula on the CPU, from the same
+    /// start and gradients (drawn on the CPU).
+    fn fused_matches_reference(kind: OptimizerKind, device: Device) {
         let _rng = crate::tests_rng_lock();
         tch::manual_seed(11);
         let cfg = AdamConfig::new(kind, 0.1);
@@ -430,13 +437,18 @@ mod tests {
             .map(|(i, s)| {
                 (
                     format!("p{i}"),
-                    Tensor::randn(*s, (Kind::Float, Device::Cpu)).set_requires_grad(true),
+                    Tensor::randn(*s, (Kind::Float, Device::Cpu))
+                        .to_device(device)
+                        .set_requires_grad(true),
                 )
             })
             .collect();
         let mut refs: Vec<(Tensor, Tensor, Tensor)> = params
             .iter()
-            .map(|(_, p)| (p.detach().copy(), p.zeros_like(), p.zeros_like()))
+            .map(|(_, p)| {
+                let p = p.detach().to_device(Device::Cpu).copy();
+                (p.copy(), p.zeros_like(), p.zeros_like())
+            })
             .collect();
         let mut opt = Adam::single(
             params
@@ -447,11 +459,14 @@ mod tests {
         );
         for step in 1..=4u64 {
             opt.zero_grad().unwrap();
-            let grads: Vec<Tensor> = params.iter().map(|(_, p)| Tensor::randn_like(p)).collect();
+            let grads: Vec<Tensor> = params
+                .iter()
+                .map(|(_, p)| Tensor::randn(p.size(), (Kind::Float, Device::Cpu)))
+                .collect();
             let loss: Tensor = params
                 .iter()
                 .zip(&grads)
-                .map(|((_, p), g)| (p * g).sum(Kind::Float))
+                .map(|((_, p), g)| (p * g.to_device(device)).sum(Kind::Float))
                 .sum();
             loss.backward();
             let lr = 0.05 * step as f64;
@@ -461,7 +476,7 @@ mod tests {
             }
         }
         for ((name, p), (r, _, _)) in params.iter().zip(&refs) {
-            let d = (p - r).abs().max().double_value(&[]);
+            let d = (p.to_device(Device::Cpu) - r).abs().max().double_value(&[]);
             assert!(
                 d < 1e-6,
                 "{kind:?} {name}: fused and reference differ by {d:e}"
@@ -472,23 +487,40 @@ mod tests {
 
     #[test]
     fn fused_adam_matches_the_reference_formula() {
-        fused_matches_reference(OptimizerKind::Adam);
+        fused_matches_reference(OptimizerKind::Adam, Device::Cpu);
     }
 
     #[test]
     fn fused_adamw_matches_the_reference_formula() {
-        fused_matches_reference(OptimizerKind::Adamw);
+        fused_matches_reference(OptimizerKind::Adamw, Device::Cpu);
     }
 
     #[test]
-    fn loss_scaling_gives_the_unscaled_update_and_skips_non_finite_steps() {
+    #[ignore = "needs a CUDA device; run by scripts/device-check.sh"]
+    fn on_cuda_fused_adam_matches_the_reference_formula() {
+        fused_matches_reference(OptimizerKind::Adam, cuda());
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device; run by scripts/device-check.sh"]
+    fn on_cuda_fused_adamw_matches_the_reference_formula() {
+        fused_matches_reference(OptimizerKind::Adamw, cuda());
+    }
+
+    /// A scaled step equals the plain one; a step with an infinite gradient changes neither the
+    /// weights nor Adam's step counter, and halves the scale.
+    fn loss_scaling_skips_non_finite_steps(device: Device) {
         let cfg = AdamConfig::new(OptimizerKind::Adam, 0.0);
-        let make = || Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
+        let make = || {
+            Tensor::from_slice(&[1.0f32, -2.0, 3.0])
+                .to_device(device)
+                .set_requires_grad(true)
+        };
         let (p, q) = (make(), make());
         let mut plain = Adam::single(vec![("w".into(), p.shallow_clone())], cfg);
         let mut scaled = Adam::single(vec![("w".into(), q.shallow_clone())], cfg);
-        let mut scaler = GradScaler::new(Device::Cpu);
-        let target = Tensor::from_slice(&[0.5f32, 0.5, 0.5]);
+        let mut scaler = GradScaler::new(device);
+        let target = Tensor::from_slice(&[0.5f32, 0.5, 0.5]).to_device(device);
         (&p - &target).square().sum(Kind::Float).backward();
         plain.step(&[0.1], None).unwrap();
         scaler
@@ -521,6 +553,33 @@ mod tests {
         assert_eq!(step(&scaled), Some(1.0));
         assert_eq!(scaler.found_inf.double_value(&[]), 1.0);
         assert_eq!(scaler.scale.double_value(&[]), 32768.0);
+
+        // The next finite step is Adam's second: the same update as an unscaled second step.
+        plain.zero_grad().unwrap();
+        (&p - &target).square().sum(Kind::Float).backward();
+        plain.step(&[0.1], None).unwrap();
+        scaled.zero_grad().unwrap();
+        scaler
+            .scale_loss(&(&q - &target).square().sum(Kind::Float))
+            .backward();
+        scaled
+            .step(&[0.1], Some(std::slice::from_mut(&mut scaler)))
+            .unwrap();
+        assert!(p.allclose(&q, 1e-6, 1e-7, false), "{p} vs {q}");
+        assert_eq!(step(&scaled), Some(2.0));
+        assert_eq!(step(&plain), Some(2.0));
+        assert_eq!(scaler.found_inf.double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn loss_scaling_gives_the_unscaled_update_and_skips_non_finite_steps() {
+        loss_scaling_skips_non_finite_steps(Device::Cpu);
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device; run by scripts/device-check.sh"]
+    fn on_cuda_loss_scaling_skips_an_overflow_step_without_advancing_adam() {
+        loss_scaling_skips_non_finite_steps(cuda());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! rates, weight decays and analysis schedules write the same `metrics.jsonl` rows (same keys,
 //! same global steps, values within float tolerance), the same checkpoints and PCA records as
 //! three `trainer::run` calls; the per-member optimiser equals separate `Adam`s; incompatible
-//! configurations are rejected naming the key.
+//! configurations are rejected naming the key. On CUDA (`#[ignore]`d, run by
+//! `scripts/device-check.sh` on a GPU machine), sixteen batched members equal sixteen separate
+//! runs within the same tolerances, in float32.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,22 @@ use trainer::{DeviceChoice, GeometrySchedule, OptimizerKind, RunConfig, RunOptio
 /// draws cannot land between another's `manual_seed` and its initialisation.
 static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The repository root the configurations are read from: `ANALOGY_TEST_ROOT` when it is set (the
+/// device bundle, run away from the source tree), else the source tree.
+fn repo_root() -> PathBuf {
+    std::env::var_os("ANALOGY_TEST_ROOT").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
+        PathBuf::from,
+    )
+}
+
+/// The device of the CUDA tests; without one they fail, saying so.
+fn cuda() -> Device {
+    trainer::train::select_device(DeviceChoice::Cuda).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn tiny(root: &Path, name: &str) -> RunConfig {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
+    let path = repo_root().join("configs/tiny.toml");
     let mut cfg = RunConfig::from_file(&path).unwrap();
     cfg.train.data_dir = root.join("data");
     cfg.train.save_dir = root.join(name);
@@ -102,19 +118,38 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-6
 }
 
-#[test]
-fn three_batched_members_equal_three_separate_runs() {
+/// Sixteen members for CUDA, in float32: the three kinds of [`members`] in turn, each member with
+/// a seed and a learning rate of its own.
+fn sixteen_on_cuda(root: &Path, prefix: &str) -> Vec<RunConfig> {
+    let kinds = members(root, prefix);
+    (0..16)
+        .map(|i| {
+            let mut c = kinds[i % kinds.len()].clone();
+            c.train.seed = 100 + i as u64;
+            c.train.lr *= 1.0 + 0.1 * i as f64;
+            c.train.save_dir = root.join(format!("{prefix}_{i:02}"));
+            c.train.device = DeviceChoice::Cuda;
+            c.train.use_amp = false;
+            c
+        })
+        .collect()
+}
+
+/// The configurations `make(root, prefix)` trained one by one and as one batched ensemble write
+/// the same records.
+fn batched_members_equal_separate_runs(make: fn(&Path, &str) -> Vec<RunConfig>) {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let separate = members(root, "separate");
+    let separate = make(root, "separate");
     let mut summaries = Vec::new();
     for cfg in separate.clone() {
         summaries.push(trainer::run(cfg, quiet()).unwrap());
     }
-    let batched = members(root, "batched");
+    let batched = make(root, "batched");
     let got = run_ensemble(batched.clone(), quiet()).unwrap();
-    assert_eq!(got.len(), 3);
+    let n = separate.len();
+    assert_eq!(got.len(), n);
 
     for (k, (sep, bat)) in separate.iter().zip(&batched).enumerate() {
         let (sd, bd) = (&sep.train.save_dir, &bat.train.save_dir);
@@ -135,7 +170,7 @@ fn three_batched_members_equal_three_separate_runs() {
                     .unwrap();
             t["batched_members"].as_u64()
         };
-        assert_eq!((members(bd), members(sd)), (Some(3), Some(1)));
+        assert_eq!((members(bd), members(sd)), (Some(n as u64), Some(1)));
 
         let (want, rows) = (read_rows(sd), read_rows(bd));
         assert_eq!(rows.len(), want.len(), "member {k}: number of metric rows");
@@ -215,6 +250,18 @@ fn three_batched_members_equal_three_separate_runs() {
         };
         assert_eq!(steps(bd), steps(sd), "member {k}: PCA steps");
     }
+}
+
+#[test]
+fn three_batched_members_equal_three_separate_runs() {
+    batched_members_equal_separate_runs(members);
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run by scripts/device-check.sh"]
+fn on_cuda_sixteen_batched_members_equal_sixteen_separate_runs() {
+    cuda();
+    batched_members_equal_separate_runs(sixteen_on_cuda);
 }
 
 #[test]
