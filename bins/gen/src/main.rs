@@ -21,11 +21,12 @@ use kg_data::{DataConfig, Dataset, DirState, RngKind, generate};
 #[derive(Debug, Parser)]
 #[command(name = "gen", version, about)]
 struct Args {
-    /// TOML config file; only its `[data]` table is read.
+    /// Config file (TOML, or the original's YAML); its `[data]` table, and `data_dir` as the
+    /// default output directory.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output directory [default: data/composition_functor.N.R.S, from the entity, relation and
-    /// sub_size counts].
+    /// Output directory [default: the config's `data_dir` (where `train` reads it), else
+    /// data/composition_functor.N.R.S from the entity, relation and sub_size counts].
     #[arg(long = "output_dir", alias = "output-dir")]
     output_dir: Option<PathBuf>,
     /// Total number of entities.
@@ -86,9 +87,9 @@ fn parse_rng(s: &str) -> Result<RngKind, String> {
         .map_err(|_| format!("accepted values are {}", RngKind::NAMES.join(", ")))
 }
 
-/// Reads the `[data]` table of a TOML file (or the `data:` table of the original's YAML); a
-/// file without one gives the defaults.
-fn config_from_file(path: &Path) -> Result<DataConfig> {
+/// Reads the `[data]` table of a TOML file (or the `data:` table of the original's YAML) and
+/// the training's `data_dir`; a file without them gives the defaults and `None`.
+fn config_from_file(path: &Path) -> Result<(DataConfig, Option<PathBuf>)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
     let mut table: toml::Table = if run_config::yaml::is_yaml(path) {
@@ -97,24 +98,37 @@ fn config_from_file(path: &Path) -> Result<DataConfig> {
     } else {
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
     };
-    match table.remove("data") {
-        None => Ok(DataConfig::default()),
+    let data_dir = table
+        .get("train")
+        .and_then(|t| t.get("data_dir"))
+        .and_then(toml::Value::as_str)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    let data = match table.remove("data") {
+        None => DataConfig::default(),
         Some(toml::Value::Table(data)) => toml::Value::Table(data)
             .try_into()
-            .with_context(|| format!("{}: [data]", path.display())),
+            .with_context(|| format!("{}: [data]", path.display()))?,
         Some(other) => bail!(
             "{}: `data` must be a table, found a {}",
             path.display(),
             other.type_str()
         ),
-    }
+    };
+    Ok((data, data_dir))
 }
 
 /// Defaults, then the config file's `[data]`, then the flags.
 fn resolve(args: &Args) -> Result<DataConfig> {
-    let mut cfg = match &args.config {
+    Ok(resolve_with_dir(args)?.0)
+}
+
+/// [`resolve`] and the output directory: `--output_dir`, else the config's `data_dir`, else
+/// `data/` and the dataset's conventional name.
+fn resolve_with_dir(args: &Args) -> Result<(DataConfig, PathBuf)> {
+    let (mut cfg, config_dir) = match &args.config {
         Some(path) => config_from_file(path)?,
-        None => DataConfig::default(),
+        None => (DataConfig::default(), None),
     };
     if let Some(v) = args.num_entities {
         cfg.num_entities = v;
@@ -147,7 +161,12 @@ fn resolve(args: &Args) -> Result<DataConfig> {
         cfg.rng = v;
     }
     cfg.validate()?;
-    Ok(cfg)
+    let dir = args
+        .output_dir
+        .clone()
+        .or(config_dir)
+        .unwrap_or_else(|| Path::new("data").join(cfg.dir_name()));
+    Ok((cfg, dir))
 }
 
 fn summary(ds: &Dataset, dir: &Path) -> String {
@@ -196,16 +215,31 @@ fn run() -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
-    let cfg = resolve(&args)?;
-    let dir = args
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| Path::new("data").join(cfg.dir_name()));
-    if !args.overwrite && !matches!(DirState::of(&dir), DirState::Absent | DirState::Empty) {
+    let (cfg, dir) = resolve_with_dir(&args)?;
+    let state = DirState::of(&dir);
+    let empty = matches!(state, DirState::Absent | DirState::Empty);
+    if !args.overwrite && !empty {
         bail!(
             "{} is not empty; nothing was written (--overwrite replaces what is there, or choose another --output_dir)",
             dir.display()
         );
+    }
+    if args.dry_run {
+        println!(
+            "would generate {} entities (E1/E2 of {}), {} relations, seed {}, rng {} into {}{}",
+            cfg.num_entities,
+            cfg.resolved_sub_size(),
+            cfg.num_relations,
+            cfg.seed,
+            cfg.rng,
+            dir.display(),
+            if empty {
+                ""
+            } else {
+                " (replacing what is there)"
+            }
+        );
+        return Ok(());
     }
     tracing::info!(?cfg, "generating");
     let ds = generate(&cfg)?;
@@ -314,15 +348,30 @@ mod tests {
     #[test]
     fn shipped_configs_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        let default = config_from_file(&root.join("default.toml")).unwrap();
+        // The original's defaults, and the paper's Fig. 1B setting (one functor fact in ten
+        // held out) into the directory train reads.
+        let original = DataConfig {
+            sub_size: Some(5),
+            ..DataConfig::default()
+        };
+        let (orig, dir) = config_from_file(&root.join("original.toml")).unwrap();
+        assert_eq!(
+            (orig, dir),
+            (
+                original.clone(),
+                Some(PathBuf::from("data/composition_functor.10.10000.5"))
+            )
+        );
+        let (default, dir) = config_from_file(&root.join("default.toml")).unwrap();
         assert_eq!(
             default,
             DataConfig {
-                sub_size: Some(5),
-                ..DataConfig::default()
+                analogical_ood_ratio: 0.1,
+                ..original
             }
         );
-        let tiny = config_from_file(&root.join("tiny.toml")).unwrap();
+        assert_eq!(dir, Some(PathBuf::from("data/paper-fig1b")));
+        let (tiny, _) = config_from_file(&root.join("tiny.toml")).unwrap();
         tiny.validate().unwrap();
         assert_eq!(tiny.dir_name(), "composition_functor.8.50.4");
     }

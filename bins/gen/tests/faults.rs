@@ -111,3 +111,40 @@ fn a_failed_write_leaves_no_partial_dataset() {
     assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "x");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn a_dry_run_writes_nothing_and_the_config_names_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    let data = tmp.path().join("from-config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\nnum_entities = 8\nnum_relations = 40\n[train]\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let out = run_gen(&["--config", c, "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "would generate 8 entities (E1/E2 of 4), 40 relations, seed 42, rng chacha into {}",
+            data.display()
+        )),
+        "{text}"
+    );
+    assert!(!data.exists(), "a dry run wrote the dataset");
+    // Without --output_dir the dataset goes where train reads it.
+    let out = run_gen(&["--config", c]);
+    assert!(out.status.success());
+    assert!(data.join("train.json").is_file());
+    let before = listing(&data);
+    let out = run_gen(&["--config", c, "--seed", "3", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run_gen(&["--config", c, "--seed", "3", "--overwrite", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(replacing what is there)"));
+    assert_eq!(listing(&data), before, "a dry run changed the dataset");
+}

@@ -445,7 +445,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             println!("paper: {}", summary.paper);
-            println!("figure: {}", summary.png.display());
+            for f in &summary.figures {
+                println!("figure: {}", sweep.dir().join(f).display());
+            }
+            let wants_pca = sweep.spec.reproduce.as_ref().is_some_and(|r| r.pca);
+            if wants_pca && !summary.figures.iter().any(|f| f.starts_with("figure-pca")) {
+                println!("no PCA figure: no run has a pca.jsonl yet");
+            }
             println!("summary: {}", sweep.dir().join("summary.json").display());
             Ok(ExitCode::SUCCESS)
         }

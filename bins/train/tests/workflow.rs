@@ -121,17 +121,30 @@ fn a_dry_run_checks_flags_and_touches_nothing() {
     let missing = tmp.path().join("not-there");
     let out = train(&["--resume", missing.to_str().unwrap(), "--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("not-there/config.toml"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not-there/config.toml"),
+        "{}",
+        text(&out)
+    );
     let out = train(&refs[..refs.len() - 1]);
     assert!(out.status.success(), "{}", text(&out));
     let out = train(&refs);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("already holds a run with a checkpoint at epoch 3"));
     let run = tmp.path().join("run");
-    let out = train(&["--resume", run.to_str().unwrap(), "--epochs", "5", "--dry-run"]);
+    let out = train(&[
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        "5",
+        "--dry-run",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains(&format!("would resume {} from epoch 3 (step ", run.display())),
+        text(&out).contains(&format!(
+            "would resume {} from epoch 3 (step ",
+            run.display()
+        )),
         "{}",
         text(&out)
     );
@@ -140,7 +153,11 @@ fn a_dry_run_checks_flags_and_touches_nothing() {
     over.push("--overwrite");
     let before = std::fs::read(run.join("metrics.jsonl")).unwrap();
     let out = train(&over);
-    assert!(text(&out).contains("(replacing a run with a checkpoint at epoch 3"), "{}", text(&out));
+    assert!(
+        text(&out).contains("(replacing a run with a checkpoint at epoch 3"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(std::fs::read(run.join("metrics.jsonl")).unwrap(), before);
 }
 

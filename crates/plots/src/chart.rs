@@ -244,6 +244,31 @@ impl LabelPlacer {
         }
         None
     }
+
+    /// The top of a label written downwards beside a vertical line at `x`: `top` when free,
+    /// else just below the labels in its way; `None` when it would pass `bottom`.
+    fn place_vertical(&mut self, x: f64, top: f64, bottom: f64, text: &str) -> Option<f64> {
+        let len = text.chars().count() as f64 * SMALL_SIZE * 0.6;
+        let (x0, x1) = (x - SMALL_SIZE, x + 2.0);
+        let mut y = top;
+        loop {
+            let b = (x0, y, x1, y + len);
+            let blocking = self
+                .boxes
+                .iter()
+                .filter(|o| !(b.2 <= o.0 || o.2 <= b.0 || b.3 <= o.1 || o.3 <= b.1))
+                .map(|o| o.3)
+                .reduce(f64::max);
+            match blocking {
+                None if b.3 <= bottom => {
+                    self.boxes.push(b);
+                    return Some(y);
+                }
+                None => return None,
+                Some(below) => y = below + 4.0,
+            }
+        }
+    }
 }
 const LINE_W: f64 = 2.0;
 const LEGEND_MAX_CHARS: usize = 48;
@@ -1095,15 +1120,14 @@ fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, id: u
                 label: Some(l),
             } => {
                 if let Some(px) = mx.t(*x) {
-                    let _ = write!(
-                        s,
-                        r##"<text x="{:.1}" y="{:.1}" font-size="{SMALL_SIZE}" fill="{color}" text-anchor="end" stroke="#ffffff" stroke-width="3" paint-order="stroke" stroke-linejoin="round" transform="rotate(-90 {:.1} {:.1})">{}</text>"##,
-                        px + 2.0 + SMALL_SIZE * 0.8,
-                        py0 + 6.0,
-                        px + 2.0 + SMALL_SIZE * 0.8,
-                        py0 + 6.0,
-                        esc(l)
-                    );
+                    let ax = px + 2.0 + SMALL_SIZE * 0.8;
+                    if let Some(ay) = placed.place_vertical(ax, py0 + 6.0, py1, l) {
+                        let _ = write!(
+                            s,
+                            r##"<text x="{ax:.1}" y="{ay:.1}" font-size="{SMALL_SIZE}" fill="{color}" text-anchor="end" stroke="#ffffff" stroke-width="3" paint-order="stroke" stroke-linejoin="round" transform="rotate(-90 {ax:.1} {ay:.1})">{}</text>"##,
+                            esc(l)
+                        );
+                    }
                 }
             }
             _ => {}
@@ -1280,6 +1304,22 @@ impl Figure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_labels_side_by_side_are_stacked() {
+        let mut p = LabelPlacer::default();
+        let len = "paper 64".len() as f64 * SMALL_SIZE * 0.6;
+        assert_eq!(p.place_vertical(100.0, 10.0, 300.0, "paper 64"), Some(10.0));
+        // A line 4 px away: its label goes below the first.
+        assert_eq!(
+            p.place_vertical(104.0, 10.0, 300.0, "paper 64"),
+            Some(10.0 + len + 4.0)
+        );
+        // Far enough: at the top again.
+        assert_eq!(p.place_vertical(130.0, 10.0, 300.0, "paper 64"), Some(10.0));
+        // No room left below: left out.
+        assert_eq!(p.place_vertical(102.0, 10.0, 10.0 + 2.5 * len, "paper 64"), None);
+    }
 
     #[test]
     fn labels_never_overlap_and_try_every_corner() {

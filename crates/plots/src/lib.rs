@@ -45,4 +45,6 @@ pub use report::{
     CONFIG_FILE, METRICS_FILE, NamedPlot, OVERLAY_KEYS, PCA_FILE, PLOTS_DIR, ReportSummary,
     find_runs, report, run_plots, write_run_plots,
 };
-pub use series::{PcaArrow, PcaPoint, PcaSnapshot, RunMetrics, Series, fact_type_names, read_pca};
+pub use series::{
+    PcaArrow, PcaPoint, PcaSnapshot, RunMetrics, Series, fact_type_names, metrics_path, read_pca,
+};

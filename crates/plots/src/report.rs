@@ -91,7 +91,7 @@ fn run_labels(runs: &[PathBuf]) -> Vec<String> {
 /// [`PlotError::Io`] / [`PlotError::BadLine`] when `metrics.jsonl` is missing or broken,
 /// [`PlotError::BadPca`] for a broken `pca.jsonl`, I/O and render errors while writing.
 pub fn run_plots(run_dir: &Path) -> Result<Vec<NamedPlot>> {
-    let metrics = RunMetrics::read(&run_dir.join(METRICS_FILE))?;
+    let metrics = RunMetrics::read_run(run_dir)?;
     let dir = run_dir.join(PLOTS_DIR);
     let name = run_label(run_dir);
     let mut out = Vec::new();
@@ -140,8 +140,10 @@ pub fn run_plots(run_dir: &Path) -> Result<Vec<NamedPlot>> {
             &dir.join("geometry"),
         ),
     )?;
-    let pca_path = run_dir.join(PCA_FILE);
-    if pca_path.is_file() {
+    let pca_path = [run_dir.join(PCA_FILE), run_dir.join(format!("{PCA_FILE}.gz"))]
+        .into_iter()
+        .find(|p| p.is_file());
+    if let Some(pca_path) = pca_path {
         let snaps = read_pca(&pca_path)?;
         keep(
             "Entity embeddings, PCA with functor pairs (Fig. 7)",
@@ -265,7 +267,7 @@ section{border-top:2px solid #ddd;margin-top:2em}";
 /// a file or no input holds a run.
 pub fn find_runs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     fn below(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-        if dir.join(METRICS_FILE).is_file() {
+        if crate::series::metrics_path(dir).is_file() {
             out.push(dir.to_path_buf());
             return;
         }
@@ -401,7 +403,7 @@ pub fn report(inputs: &[PathBuf], out: &Path) -> Result<ReportSummary> {
     let labels = run_labels(&runs);
     let mut metrics = Vec::new();
     for r in &runs {
-        metrics.push(RunMetrics::read(&r.join(METRICS_FILE))?);
+        metrics.push(RunMetrics::read_run(r)?);
     }
     let read_configs: Vec<_> = runs.iter().map(|r| flat_config(r)).collect();
     let configs: Vec<BTreeMap<String, String>> = read_configs

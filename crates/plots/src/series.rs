@@ -58,8 +58,23 @@ impl RunMetrics {
     /// [`PlotError::Io`] when the file cannot be read, [`PlotError::BadLine`] (with file and line)
     /// when a non-empty line is not a JSON object.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
-        Self::parse(&text, path)
+        Self::parse(&read_text(path)?, path)
+    }
+
+    /// Reads the metrics of a run directory: its `metrics.jsonl`, or the `metrics.jsonl.gz` of
+    /// a published record.
+    ///
+    /// # Errors
+    /// As [`RunMetrics::read`]; the error names `metrics.jsonl` when neither exists.
+    pub fn read_run(run_dir: &Path) -> Result<Self> {
+        Self::read(&metrics_path(run_dir))
+    }
+
+    /// The epoch of the last evaluation row (`None` without one).
+    pub fn last_epoch(&self) -> Option<u64> {
+        self.last_epoch_row()
+            .and_then(|r| r.get(keys::EPOCH).copied())
+            .map(|e| e as u64)
     }
 
     /// Parses the text of a `metrics.jsonl`; `path` only names the file in errors.
@@ -162,6 +177,32 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
+/// A run's metrics file: `metrics.jsonl`, else `metrics.jsonl.gz` when only that exists (the
+/// plain name when neither does, so that errors name it).
+pub fn metrics_path(run_dir: &Path) -> PathBuf {
+    let plain = run_dir.join(crate::report::METRICS_FILE);
+    let gz = run_dir.join(format!("{}.gz", crate::report::METRICS_FILE));
+    if !plain.exists() && gz.is_file() { gz } else { plain }
+}
+
+/// The text of a file, decompressed when its name ends in `.gz`.
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(io_err("read", path))?;
+    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(io_err("decompress", path))?;
+        out
+    } else {
+        bytes
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        io_err("read", path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })
+}
+
 /// One entity-embedding PCA picture (paper Fig. 7) at one training step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PcaSnapshot {
@@ -228,7 +269,7 @@ struct RawPoint {
 /// [`PlotError::Io`] when unreadable, [`PlotError::BadPca`] (file and line) when a line does not
 /// have the documented shape.
 pub fn read_pca(path: &Path) -> Result<Vec<PcaSnapshot>> {
-    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
+    let text = read_text(path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

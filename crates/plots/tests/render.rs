@@ -510,3 +510,35 @@ fn the_pca_legend_lists_only_what_is_drawn_and_labels_do_not_overlap() {
         }
     }
 }
+
+#[test]
+fn a_published_record_with_gzipped_metrics_reads_as_the_run() {
+    use std::io::Write as _;
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("record/seed_1");
+    write_run(&run, 1.0, true);
+    let plain = plots::RunMetrics::read_run(&run).unwrap();
+    for name in ["metrics.jsonl", "pca.jsonl"] {
+        let text = std::fs::read(run.join(name)).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&text).unwrap();
+        std::fs::write(run.join(format!("{name}.gz")), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(run.join(name)).unwrap();
+    }
+    assert_eq!(
+        plots::metrics_path(&run),
+        run.join("metrics.jsonl.gz")
+    );
+    assert_eq!(plots::RunMetrics::read_run(&run).unwrap(), plain);
+    assert_eq!(plain.last_epoch(), Some(100));
+    assert_eq!(
+        plots::find_runs(&[d.path().join("record")]).unwrap(),
+        vec![run.clone()]
+    );
+    let files = plots::write_run_plots(&run).unwrap();
+    assert_eq!(files.len(), 10, "{files:?}");
+    // A corrupt archive names the file.
+    std::fs::write(run.join("metrics.jsonl.gz"), b"not gzip").unwrap();
+    let err = plots::RunMetrics::read_run(&run).unwrap_err();
+    assert!(err.to_string().contains("metrics.jsonl.gz"), "{err}");
+}

@@ -75,10 +75,41 @@ pub struct FigureSummary {
     pub groups: Vec<GroupSummary>,
     /// The sweep's outcomes.
     pub experiments: Vec<Outcome>,
-    /// `figure.png`.
-    pub png: PathBuf,
-    /// `figure.svg`.
-    pub svg: PathBuf,
+    /// The figure files written beside `summary.json` (`figure.png`, `figure.svg`, and with
+    /// `pca` the PCA's `figure-pca.png` and `.svg`).
+    pub figures: Vec<String>,
+}
+
+/// Whether a metric is an accuracy (drawn on a 0–1 axis).
+fn is_accuracy(metric: &str) -> bool {
+    matches!(
+        run_config::keys::parse_per_type(metric),
+        Some((run_config::keys::TypeMetric::Acc, _))
+    ) || metric == run_config::keys::TRAIN_ACC_LAST
+        || metric == run_config::keys::VAL_MACRO_ACC
+}
+
+/// The y-axis label of a metric's panel: its kind in words.
+fn axis_label(metric: &str) -> &'static str {
+    use run_config::keys::{TypeMetric, geom, parse_per_type};
+    match parse_per_type(metric) {
+        Some((TypeMetric::Acc, _)) => "accuracy",
+        Some((TypeMetric::Ce, _)) => "cross-entropy",
+        Some((TypeMetric::Ppl, _)) => "perplexity",
+        Some((TypeMetric::Prob, _)) => "target probability",
+        Some((TypeMetric::N, _)) => "count",
+        None if is_accuracy(metric) => "accuracy",
+        None if metric == geom::DIRICHLET_ENERGY || metric == geom::DIRICHLET_ENERGY_HEAD => {
+            "Dirichlet energy (0 aligned, 1 orthogonal)"
+        }
+        None => "value",
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// First step at which `points` reach `threshold`.
@@ -109,7 +140,7 @@ pub fn draw(sweep: &Sweep, outcomes: &[Outcome]) -> Result<FigureSummary> {
         .iter()
         .map(|metric| SweepPanel {
             title: plots::metric_label(metric),
-            y_label: "accuracy".into(),
+            y_label: axis_label(metric).into(),
             groups: groups
                 .iter()
                 .map(|(value, runs)| SweepGroup {
@@ -119,7 +150,7 @@ pub fn draw(sweep: &Sweep, outcomes: &[Outcome]) -> Result<FigureSummary> {
                 .collect(),
             markers: markers(r, metric, &groups),
             band: BandKind::MinMax,
-            y_range: Some((0.0, 1.0)),
+            y_range: is_accuracy(metric).then_some((0.0, 1.0)),
         })
         .collect();
     let scale_description = sweep_scale_description(sweep);
@@ -130,6 +161,37 @@ pub fn draw(sweep: &Sweep, outcomes: &[Outcome]) -> Result<FigureSummary> {
     };
     let stem = sweep.dir().join("figure");
     let files = plots::sweep_plot(&title, &panels, &stem)?;
+    let mut figures = vec![file_name(&files.png), file_name(&files.svg)];
+    if r.pca {
+        let first = sweep
+            .experiments
+            .iter()
+            .flat_map(|e| {
+                [
+                    e.run_dir.join(plots::PCA_FILE),
+                    e.run_dir.join(format!("{}.gz", plots::PCA_FILE)),
+                ]
+            })
+            .find(|p| p.is_file());
+        match first {
+            Some(path) => {
+                let snaps = plots::read_pca(&path)?;
+                let run = path
+                    .parent()
+                    .and_then(Path::file_name)
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let pca = plots::pca_plot(
+                    &snaps,
+                    &format!("{title}: entity embeddings (PCA), {run}"),
+                    &sweep.dir().join("figure-pca"),
+                )?;
+                figures.extend([file_name(&pca.png), file_name(&pca.svg)]);
+            }
+            // No run with snapshots yet: the summary lists no PCA figure.
+            None => {}
+        }
+    }
     let summaries = groups
         .iter()
         .map(|(value, runs)| {
@@ -170,8 +232,7 @@ pub fn draw(sweep: &Sweep, outcomes: &[Outcome]) -> Result<FigureSummary> {
         onset_threshold: r.onset_threshold,
         groups: summaries,
         experiments: outcomes.to_vec(),
-        png: files.png,
-        svg: files.svg,
+        figures,
     };
     let path = sweep.dir().join("summary.json");
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
@@ -213,9 +274,17 @@ fn group_runs(sweep: &Sweep, r: &Reproduce) -> Result<Vec<(String, Vec<RunMetric
                 groups.len() - 1
             }
         };
-        let path = e.run_dir.join(plots::METRICS_FILE);
-        if crate::runner::is_finished(&e.run_dir, e.config.train.epochs) && path.is_file() {
-            groups[slot].1.push(RunMetrics::read(&path)?);
+        // A finished run, or the published record of one (its metrics reach the last epoch).
+        let path = plots::metrics_path(&e.run_dir);
+        if !path.is_file() {
+            continue;
+        }
+        let m = RunMetrics::read(&path)?;
+        let epochs = e.config.train.epochs as u64;
+        if crate::runner::is_finished(&e.run_dir, e.config.train.epochs)
+            || m.last_epoch().is_some_and(|last| last >= epochs)
+        {
+            groups[slot].1.push(m);
         }
     }
     Ok(groups)

@@ -90,6 +90,9 @@ pub struct Reproduce {
     pub paper: String,
     /// The paper's onsets, drawn as markers.
     pub markers: Vec<PaperMarker>,
+    /// Also draw the entity-embedding PCA (Fig. 7) of the first run with snapshots into
+    /// `figure-pca.{png,svg}`.
+    pub pca: bool,
     /// Named shrinks (`small`, …); `full` is always the file as written.
     pub scales: Vec<(String, ScaleSpec)>,
 }
@@ -152,6 +155,8 @@ struct RawReproduce {
     paper: String,
     #[serde(default)]
     markers: Vec<PaperMarker>,
+    #[serde(default)]
+    pca: bool,
     #[serde(default)]
     scale: toml::Table,
 }
@@ -561,6 +566,7 @@ fn convert_reproduce(r: RawReproduce, file: &Path) -> Result<Reproduce> {
         label: r.label,
         paper: r.paper,
         markers: r.markers,
+        pca: r.pca,
         scales,
     })
 }
