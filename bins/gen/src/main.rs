@@ -119,6 +119,7 @@ fn config_from_file(path: &Path) -> Result<(DataConfig, Option<PathBuf>)> {
 }
 
 /// Defaults, then the config file's `[data]`, then the flags.
+#[cfg(test)]
 fn resolve(args: &Args) -> Result<DataConfig> {
     Ok(resolve_with_dir(args)?.0)
 }
@@ -196,6 +197,7 @@ fn summary(ds: &Dataset, dir: &Path) -> String {
 }
 
 fn main() -> std::process::ExitCode {
+    signals::quiet_broken_pipe();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

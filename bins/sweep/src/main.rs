@@ -459,6 +459,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    signals::quiet_broken_pipe();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -100,6 +100,18 @@ pub fn install(program: &str, what: &str) -> std::io::Result<Stop> {
     Ok(Stop { flag })
 }
 
+/// Lets SIGPIPE end the process quietly, as it ends other Unix tools: `program | head` then stops
+/// the program when `head` has read enough, instead of the panic Rust's `println!` raises on
+/// a closed pipe. For programs whose output is their product (listings, reports), not for a
+/// training run, which must stop through its checkpoint instead.
+pub fn quiet_broken_pipe() {
+    // SAFETY: resetting a signal's disposition to the default has no preconditions; no handler
+    // of this process is replaced (SIGPIPE is ignored by the Rust runtime, not handled).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// In a child process between `fork` and `exec` (`CommandExt::pre_exec`): ask the kernel to
 /// send SIGTERM to it when the parent dies, so that a killed supervisor leaves no orphans (each
 /// child then stops the way a SIGTERM makes it stop). Linux only; elsewhere a no-op.

@@ -183,7 +183,7 @@ pub fn draw(sweep: &Sweep, outcomes: &[Outcome]) -> Result<FigureSummary> {
                     .unwrap_or_default();
                 let pca = plots::pca_plot(
                     &snaps,
-                    &format!("{title}: entity embeddings (PCA), {run}"),
+                    &format!("{title}, run {run}"),
                     &sweep.dir().join("figure-pca"),
                 )?;
                 figures.extend([file_name(&pca.png), file_name(&pca.svg)]);
