@@ -60,8 +60,9 @@ def main() -> int:
 
     experiments = [e["experiment"] for e in summary.get("experiments", [])]
     missing = [e for e in experiments if not os.path.isfile(os.path.join(src, e, "metrics.jsonl"))]
-    if missing:
-        print(f"error: no metrics.jsonl in {', '.join(missing)} of {src}", file=sys.stderr)
+    if not experiments or missing:
+        print(f"error: {src}: no metrics.jsonl of {', '.join(missing) or 'any experiment'}",
+              file=sys.stderr)
         return 1
 
     dest_root = os.path.abspath(args.dest)

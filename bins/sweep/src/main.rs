@@ -414,7 +414,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("scale {scale}: {desc}");
             }
             let outcomes = if plot_only {
-                Vec::new()
+                sweep::runner::recorded_outcomes(&sweep)
             } else {
                 sweep::run_sweep(&sweep, &opts)?
             };

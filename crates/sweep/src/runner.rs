@@ -86,7 +86,7 @@ pub fn available_cores() -> usize {
 }
 
 /// What became of one experiment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
     /// `train` ran to the last epoch.
@@ -137,7 +137,7 @@ impl Status {
 }
 
 /// One row of `sweep-status.jsonl` and of the summary table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// Experiment index.
     pub index: usize,
@@ -155,7 +155,37 @@ pub struct Outcome {
     /// Final `val_ACC/ood_analogical`.
     pub final_ood_analogical_acc: Option<f64>,
     /// First step at which `val_ACC/ood_analogical` reached [`ONSET_THRESHOLD`].
+    #[serde(default)]
     pub onset_step: Option<u64>,
+}
+
+/// The recorded outcome of each experiment of `sweep`, from its `sweep-status.jsonl`, in
+/// experiment order: the last row of a run that happened (finished, failed, interrupted, …),
+/// else its last row (skipped), else not started. What `reproduce --plots-only` reports for runs
+/// it did not run itself; unreadable rows are left out.
+pub fn recorded_outcomes(sweep: &Sweep) -> Vec<Outcome> {
+    let path = sweep.dir().join(STATUS_FILE);
+    let rows: Vec<Outcome> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    sweep
+        .experiments
+        .iter()
+        .map(|e| {
+            let mine = || rows.iter().rev().filter(|o| o.experiment == e.name);
+            mine()
+                .find(|o| !matches!(o.status, Status::Skipped | Status::NotStarted))
+                .or_else(|| mine().next())
+                .cloned()
+                .map(|o| Outcome {
+                    index: e.index,
+                    ..o
+                })
+                .unwrap_or_else(|| Outcome::not_started(e))
+        })
+        .collect()
 }
 
 /// The OOD analogical accuracy that marks the onset of analogy (as in the paper's figures).

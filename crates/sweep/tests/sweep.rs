@@ -511,6 +511,8 @@ fn tiny_end_to_end_sweep_with_the_real_train() {
             .all(|o| o.status == Status::Skipped && o.seconds == 0.0)
     );
     assert_eq!(again[0].final_macro_acc, out[0].final_macro_acc);
+    // What a figure drawn later reports: the runs that happened, not the skips.
+    assert_eq!(sweep::runner::recorded_outcomes(&s), out);
 }
 
 /// The groups of `plan` as experiment indices.
