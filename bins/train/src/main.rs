@@ -239,6 +239,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let resume = !cli.resume.is_empty();
     // Refuse what would be refused anyway before W&B starts a run for it (and in a dry run).
+    if cfgs.len() > 1 {
+        for (i, cfg) in cfgs.iter().enumerate() {
+            trainer::config::batching::compatible(&cfgs[0], cfg).map_err(|reason| {
+                anyhow::anyhow!(
+                    "ensemble member {i} ({}): {reason}",
+                    cfg.train.save_dir.display()
+                )
+            })?;
+        }
+    }
     for cfg in &cfgs {
         let dir = &cfg.train.save_dir;
         let plan = if resume {

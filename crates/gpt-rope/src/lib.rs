@@ -123,6 +123,16 @@ pub(crate) fn init_normal() -> nn::Init {
     }
 }
 
+/// The bound of PyTorch's `kaiming_uniform_(w, a = √5)` for a weight with `fan_in` inputs,
+/// computed as `torch.nn.init` does (gain √(2 / (1 + a²)), std gain / √fan_in, bound √3 · std),
+/// in the same floating-point operations, so that the bounds are the same doubles.
+fn kaiming_bound(fan_in: i64) -> f64 {
+    let a = 5f64.sqrt();
+    let gain = (2.0 / (1.0 + a.powf(2.0))).sqrt();
+    let std = gain / (fan_in as f64).sqrt();
+    3f64.sqrt() * std
+}
+
 /// A linear layer named like PyTorch's (`weight`, `bias`), initialised as the original:
 /// weight N(0, 0.02), bias 0.
 fn linear(vs: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> nn::Linear {
@@ -387,6 +397,105 @@ impl Gpt {
             ln_f,
             head,
             rope,
+        })
+    }
+
+    /// Draws every parameter again as the original's `GPT2LikeEncoder` constructor does, from
+    /// libtorch's default CPU generator (seed it first with `tch::manual_seed`): the same calls
+    /// on tensors of the same shapes in the same order give the original's initial weights bit
+    /// for bit, whatever the model's device.
+    ///
+    /// The order is the original's module order, twice. First each module's own initialiser as
+    /// it is constructed: `tok_emb` N(0, 1) (`nn.Embedding`); per block `attn.qkv`,
+    /// `attn.out`, `mlp.0`, `mlp.2` (`nn.Linear`: weight `kaiming_uniform_(a = √5)`, i.e.
+    /// U(±1/√fan_in), then bias U(±1/√fan_in)); the LayerNorms ones and zeros; `head` (weight
+    /// only). Then the original's `_init` pass over the modules (`apply`, children first in
+    /// registration order): every Linear and Embedding weight N(0, 0.02), biases 0, LayerNorms
+    /// 1 and 0. The first draws are overwritten but advance the generator as the original's do.
+    /// The RoPE tables and the causal mask draw nothing.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for a model with a tied head (the original's is untied);
+    /// [`ModelError::Torch`] when libtorch fails.
+    pub fn init_as_original(&self) -> Result<(), ModelError> {
+        if self.cfg.tie_weights {
+            return Err(ModelError::Config {
+                key: "tie_weights",
+                reason: "must be false to initialise as the original, whose head is untied".into(),
+            });
+        }
+        let cpu = |t: &Tensor| Tensor::empty(t.size(), (Kind::Float, tch::Device::Cpu));
+        // Every Linear of the blocks in module order: its weight and bias.
+        let mut linears: Vec<(&Tensor, Option<&Tensor>)> = Vec::new();
+        for block in &self.blocks {
+            for l in [
+                &block.attn.qkv,
+                &block.attn.out,
+                &block.mlp_fc,
+                &block.mlp_proj,
+            ] {
+                linears.push((&l.ws, l.bs.as_ref()));
+            }
+        }
+        let mut tok = cpu(&self.tok_emb);
+        let mut drawn: Vec<(Tensor, Option<Tensor>)> = Vec::with_capacity(linears.len());
+        let mut head = cpu(&self.head);
+        tch::no_grad(|| -> Result<(), ModelError> {
+            // Construction: nn.Embedding, then each block's Linears, then the head.
+            let _ = tok.f_normal_(0.0, 1.0)?;
+            for (w, b) in &linears {
+                let fan_in = w.size()[1];
+                let mut dw = cpu(w);
+                let _ = dw.f_uniform_(-kaiming_bound(fan_in), kaiming_bound(fan_in))?;
+                let db = match b {
+                    Some(b) => {
+                        let mut db = cpu(b);
+                        let bound = 1.0 / (fan_in as f64).sqrt();
+                        let _ = db.f_uniform_(-bound, bound)?;
+                        Some(db)
+                    }
+                    None => None,
+                };
+                drawn.push((dw, db));
+            }
+            let fan_in = head.size()[1];
+            let _ = head.f_uniform_(-kaiming_bound(fan_in), kaiming_bound(fan_in))?;
+            // The `_init` pass, in the same module order.
+            let _ = tok.f_normal_(0.0, 0.02)?;
+            for (dw, db) in &mut drawn {
+                let _ = dw.f_normal_(0.0, 0.02)?;
+                if let Some(db) = db {
+                    let _ = db.f_zero_()?;
+                }
+            }
+            let _ = head.f_normal_(0.0, 0.02)?;
+            // Into the parameters.
+            let into = |dst: &Tensor, src: &Tensor| -> Result<(), ModelError> {
+                dst.shallow_clone().f_copy_(src)?;
+                Ok(())
+            };
+            into(&self.tok_emb, &tok)?;
+            for ((w, b), (dw, db)) in linears.iter().zip(&drawn) {
+                into(w, dw)?;
+                if let (Some(b), Some(db)) = (b, db) {
+                    into(b, db)?;
+                }
+            }
+            into(&self.head, &head)?;
+            let norms = self
+                .blocks
+                .iter()
+                .flat_map(|b| [&b.ln_1, &b.ln_2])
+                .chain([&self.ln_f]);
+            for ln in norms {
+                if let Some(w) = &ln.ws {
+                    let _ = w.shallow_clone().f_fill_(1.0)?;
+                }
+                if let Some(b) = &ln.bs {
+                    let _ = b.shallow_clone().f_zero_()?;
+                }
+            }
+            Ok(())
         })
     }
 

@@ -26,7 +26,7 @@ pub struct Field {
     pub name: &'static str,
     /// Its flat name: the flag (`--<flat>`) and the W&B config key. Equal to `name` except for
     /// the generator's `seed` and `rng` (`data_seed`, `data_rng`), whose plain names are the
-    /// training run's.
+    /// training run's (`seed`, `rng`).
     pub flat: &'static str,
     /// How its value is written.
     pub kind: ValueKind,
@@ -87,6 +87,7 @@ pub const FIELDS: &[Field] = &[
     field("train", "optimizer", "optimizer", Text, true, "adam or adamw (default adam)"),
     field("train", "use_amp", "use_amp", Bool, false, "mixed precision on CUDA; no-op on CPU (default true)"),
     field("train", "seed", "seed", Number, true, "seed of initialisation, shuffles and dropout (default 42)"),
+    field("train", "rng", "rng", Text, false, "training stream: ours (default) or torch (the original's draws: initialisation and data order; single runs, no dropout)"),
     field("train", "log_every", "log_every", Number, true, "log the training batch every N steps and on each epoch's first (default 50)"),
     field("train", "eval_every", "eval_every", Number, true, "print the evaluation table every N epochs (default 10)"),
     field("train", "save_every", "save_every", Number, true, "keep a checkpoint epochNNN every N epochs and `best` by macro CE; 0 = neither (default 0; `last` is always written)"),
@@ -132,6 +133,7 @@ mod tests {
         let mut cfg = RunConfig::default();
         cfg.data.sub_size = Some(4);
         cfg.data.rng = kg_data::RngKind::Numpy;
+        cfg.train.rng = crate::TrainRng::Torch;
         cfg.wandb.run_name = Some("x".into());
         let tree = toml::Value::try_from(&cfg).unwrap();
         let mut from_structs = Vec::new();

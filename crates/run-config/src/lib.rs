@@ -30,7 +30,8 @@ use std::path::PathBuf;
 
 pub use model::{GptConfig, InvalidKey};
 pub use run::{
-    DeviceChoice, GeometrySchedule, ModelConfig, OptimizerKind, RunConfig, TrainConfig, WandbConfig,
+    DeviceChoice, GeometrySchedule, ModelConfig, OptimizerKind, RunConfig, TrainConfig, TrainRng,
+    WandbConfig,
 };
 
 /// A configuration file that cannot be read, or a key or value that is wrong.

@@ -57,6 +57,44 @@ pub enum GeometrySchedule {
     Log,
 }
 
+/// The random stream of a training run: what initialises the weights and orders the batches.
+///
+/// Written `"ours"` or `"torch"` (the `rng` key of `[train]`, `train --rng`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainRng {
+    /// Our own streams (the default): `Gpt::new` under `manual_seed(seed)`, each epoch's order
+    /// from a ChaCha20 shuffle and its dropout from a generator seeded per epoch, so that every
+    /// member of a batched ensemble and every resumed epoch draws its own.
+    #[default]
+    Ours,
+    /// The original's draws from libtorch's default CPU generator: `manual_seed(seed)`, the
+    /// parameters created and initialised in the original's module order, and per epoch the
+    /// draws of PyTorch's `DataLoader` (a seed for the shuffled loader's iterator and one for its
+    /// `RandomSampler`, whose `randperm` orders the rows, then one for the evaluation loader's
+    /// iterator). Single runs only, without dropout.
+    Torch,
+}
+
+impl TrainRng {
+    /// The accepted spellings, as written in configs and on the command line.
+    pub const NAMES: [&'static str; 2] = ["ours", "torch"];
+
+    /// The spelling of this stream (`"ours"` or `"torch"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainRng::Ours => "ours",
+            TrainRng::Torch => "torch",
+        }
+    }
+
+    /// True for the default, [`TrainRng::Ours`] (which serialised configurations leave
+    /// implicit, so that the records of runs on our stream are unchanged).
+    pub fn is_ours(&self) -> bool {
+        *self == TrainRng::Ours
+    }
+}
+
 /// Training hyper-parameters and paths.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -82,6 +120,10 @@ pub struct TrainConfig {
     pub use_amp: bool,
     /// Seed of initialisation, shuffles and dropout. Default 42.
     pub seed: u64,
+    /// Random stream of initialisation, shuffles and dropout: ours (default) or the original's
+    /// (`torch`). Left out when serialised at its default.
+    #[serde(skip_serializing_if = "TrainRng::is_ours")]
+    pub rng: TrainRng,
     /// Log training metrics every this many batches (and on each epoch's first). Default 50.
     pub log_every: usize,
     /// Print the evaluation table every this many epochs. Default 10.
@@ -122,6 +164,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Adam,
             use_amp: true,
             seed: 42,
+            rng: TrainRng::Ours,
             log_every: 50,
             eval_every: 10,
             save_every: 0,
@@ -310,6 +353,23 @@ impl RunConfig {
         if self.train.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty".into());
         }
+        if t.rng == TrainRng::Torch {
+            if self.model.dropout > 0.0 {
+                return bad(
+                    "rng",
+                    format!(
+                        "= \"torch\" needs `dropout` = 0, got {}: the original draws its dropout masks over every position of its full forward pass, which this model does not compute in the same order",
+                        self.model.dropout
+                    ),
+                );
+            }
+            if self.model.tie_weights {
+                return bad(
+                    "rng",
+                    "= \"torch\" needs `tie_weights` = false: the original's model has an untied head".into(),
+                );
+            }
+        }
         // The vocabulary size is not known yet; any positive one checks the rest.
         self.model
             .with_vocab(1)
@@ -440,6 +500,28 @@ mod tests {
         let mut c = RunConfig::default();
         c.model.n_head = 3;
         assert!(c.validate().unwrap_err().to_string().contains("n_head"));
+    }
+
+    #[test]
+    fn the_originals_stream_is_a_key_and_refuses_what_it_cannot_reproduce() {
+        let mut c = RunConfig::default();
+        assert!(!c.to_toml_string().contains("rng"), "ours stays implicit");
+        c.set("rng", "torch", "--rng").unwrap();
+        assert_eq!(c.train.rng, TrainRng::Torch);
+        assert!(c.to_toml_string().contains("rng = \"torch\""));
+        assert_eq!(RunConfig::from_toml_str(&c.to_toml_string()).unwrap(), c);
+        assert!(c.validate().is_ok());
+        let e = c.set("rng", "numpy", "--rng").unwrap_err().to_string();
+        assert!(e.contains("rng") && e.contains("--rng"), "{e}");
+        c.model.dropout = 0.1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`rng`") && e.contains("`dropout`"), "{e}");
+        c.model.dropout = 0.0;
+        c.model.tie_weights = true;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`rng`") && e.contains("`tie_weights`"), "{e}");
+        c.train.rng = TrainRng::Ours;
+        assert!(c.validate().is_ok(), "our stream ties weights");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Safe wrappers over the C++ shim (`csrc/shim.cpp`): the libtorch calls tch does not bind.
 //!
 //! Every shim function catches all C++ exceptions and reports them as text; here they become
-//! [`TrainError::Optimizer`] (optimiser calls) or [`TrainError::Rng`] (generator calls). Tensors cross as the `at::Tensor*`
-//! handles tch wraps: the shim mutates what they point to (parameters, moments, step counters,
-//! gradients, the generator) even where Rust holds them as `&Tensor`, which is what tch's own
-//! in-place methods do too.
+//! [`TrainError::Optimizer`] (optimiser calls) or [`TrainError::Rng`] (generator calls). Tensors
+//! cross as the `at::Tensor*` handles tch wraps: the shim mutates what they point to (parameters,
+//! moments, step counters, gradients, the generator) even where Rust holds them as `&Tensor`,
+//! which is what tch's own in-place methods do too.
 
 use std::ffi::c_char;
 
@@ -175,6 +175,23 @@ pub fn fused_adam(
         )
     };
     err.check(rc).map_err(TrainError::Optimizer)
+}
+
+/// A seed as PyTorch's data loading draws one from the default CPU generator:
+/// `torch.empty((), dtype=torch.int64).random_().item()`, a number in `[0, 2^63)` (the
+/// `_base_seed` of every `DataLoader` iterator, and the seed of a `RandomSampler` without a
+/// generator of its own).
+///
+/// # Errors
+/// [`TrainError::Rng`] when libtorch fails.
+pub fn draw_loader_seed() -> Result<u64, TrainError> {
+    let mut t = Tensor::f_empty([], (tch::Kind::Int64, tch::Device::Cpu))
+        .map_err(|e| TrainError::Rng(e.to_string()))?;
+    let v = t
+        .f_random_()
+        .and_then(|t| t.f_int64_value(&[]))
+        .map_err(|e| TrainError::Rng(e.to_string()))?;
+    u64::try_from(v).map_err(|_| TrainError::Rng(format!("a negative loader seed {v}")))
 }
 
 /// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`).

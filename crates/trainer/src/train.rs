@@ -46,7 +46,7 @@ use tch::{Device, Kind, Tensor, nn::VarStore};
 use crate::TrainError;
 use crate::analysis::{Analysis, GeometryClock, analyse_epoch};
 use crate::checkpoint::{self, Loaded, Position, Sidecar};
-use crate::config::{DeviceChoice, RunConfig, batching, keys};
+use crate::config::{DeviceChoice, RunConfig, TrainConfig, TrainRng, batching, keys};
 use crate::data::DeviceData;
 use crate::eval::{EvalReport, evaluate, row_metrics};
 use crate::ffi;
@@ -152,6 +152,41 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
     order
 }
 
+/// The visiting order of `n` training rows in the next epoch on the original's stream
+/// ([`TrainRng::Torch`]), drawn from libtorch's default CPU generator as an epoch of the
+/// original's `DataLoader(shuffle=True)` draws it: `iter(loader)` draws the iterator's base seed,
+/// then its `RandomSampler` draws a seed and returns `torch.randperm(n)` under a fresh generator
+/// seeded with it. The batches are this order cut in `batch_size` pieces, the last one partial.
+///
+/// # Errors
+/// [`TrainError::Rng`] when libtorch fails.
+pub fn torch_epoch_order(n: usize) -> Result<Vec<i64>, TrainError> {
+    ffi::draw_loader_seed()?; // the iterator's `_base_seed`, unused without workers
+    let seed = ffi::draw_loader_seed()?;
+    Ok(Vec::<i64>::try_from(ffi::randperm(n as i64, seed)?)?)
+}
+
+/// Builds the model of a single run under `vs` from its seed: on our stream
+/// ([`TrainRng::Ours`]) [`Gpt::new`] after `tch::manual_seed(seed)`; on the original's
+/// ([`TrainRng::Torch`]) then `tch::manual_seed(seed)` again and [`Gpt::init_as_original`], so
+/// that the weights and the generator stand where the original's stand after building its model.
+///
+/// # Errors
+/// Model errors (an invalid configuration).
+pub fn build_model(
+    vs: &tch::nn::Path,
+    cfg: &gpt_rope::GptConfig,
+    train: &TrainConfig,
+) -> Result<Gpt, TrainError> {
+    tch::manual_seed(train.seed as i64);
+    let gpt = Gpt::new(vs, cfg)?;
+    if train.rng == TrainRng::Torch {
+        tch::manual_seed(train.seed as i64);
+        gpt.init_as_original()?;
+    }
+    Ok(gpt)
+}
+
 /// Trains according to `cfg` (validated here): the one-member case of [`run_members`].
 ///
 /// Initialisation and dropout draw from libtorch's generator, which is global to the process
@@ -248,8 +283,7 @@ pub fn run_members(
     check_fits(&gpt_cfg, cfgs.len(), device)?;
     let vs = VarStore::new(device);
     let model = if cfgs.len() == 1 {
-        tch::manual_seed(cfgs[0].train.seed as i64);
-        Model::Single(Gpt::new(&vs.root(), &gpt_cfg)?)
+        Model::Single(build_model(&vs.root(), &gpt_cfg, &cfgs[0].train)?)
     } else {
         let seeds: Vec<u64> = cfgs.iter().map(|c| c.train.seed).collect();
         Model::Batched(GptEnsemble::from_seeds(&vs.root(), &gpt_cfg, &seeds)?)
@@ -264,6 +298,12 @@ pub fn run_members(
 
     let fingerprint = ds.fingerprint();
     let (start, resume) = restore(&cfgs, resumed, &ds, &fingerprint, model.members(), &mut opt)?;
+    if opts.resume && cfgs[0].train.rng == TrainRng::Torch && resume.rng_state.is_none() {
+        return Err(TrainError::Checkpoint(format!(
+            "{}: cannot resume with `rng` = \"torch\": the checkpoint holds no generator state",
+            cfgs[0].train.save_dir.display()
+        )));
+    }
     banner(&cfgs, &ds, &gpt_cfg, device, &opts, start);
     if start.epoch >= cfgs[0].train.epochs {
         tracing::warn!(
@@ -331,6 +371,7 @@ pub fn run_members(
         resume_in_epoch: (start.batch_in_epoch > 0)
             .then_some((start.batch_in_epoch, resume.loss_sums)),
         resume_rng: resume.rng_state,
+        epoch_rng: None,
         stopped_in_epoch: None,
         _locks: locks,
     };
@@ -650,8 +691,13 @@ struct Trainer {
     /// Resuming mid-epoch: the batches already done of the next epoch and each member's partial
     /// epoch loss.
     resume_in_epoch: Option<(usize, Vec<f64>)>,
-    /// The generator state of a mid-epoch checkpoint, restored at the start of that epoch.
+    /// The generator state of a resumed checkpoint, restored at the start of the next epoch (on
+    /// our stream only when it was written mid-epoch).
     resume_rng: Option<Tensor>,
+    /// On the original's stream, the generator state at the start of the current epoch, before
+    /// its order was drawn: what a mid-epoch checkpoint records, so that a resumed run draws the
+    /// same order again.
+    epoch_rng: Option<Tensor>,
     /// Where an interrupted epoch stopped: batches done and each member's partial loss.
     stopped_in_epoch: Option<(usize, Vec<f64>)>,
     /// Held for the whole run: one trainer per run directory.
@@ -681,11 +727,15 @@ impl Trainer {
             files: Vec::new(),
         };
         let dir = checkpoint::path(&member.summary.save_dir, name);
+        let rng = match (&self.epoch_rng, &self.stopped_in_epoch) {
+            (Some(at_epoch_start), Some(_)) => at_epoch_start.shallow_clone(),
+            _ => ffi::cpu_rng_state()?,
+        };
         checkpoint::save(
             &dir,
             &self.model.members().member_state(k as i64)?,
             &self.opt.member_state(k),
-            Some(&ffi::cpu_rng_state()?),
+            Some(&rng),
             &sidecar,
         )?;
         let member = &mut self.members[k];
@@ -713,28 +763,41 @@ impl Trainer {
         while self.epoch < first.epochs && self.members.iter().any(Member::alive) {
             let epoch = self.epoch + 1;
             let started = Instant::now();
-            // Dropout masks of this epoch come from their own stream, so a resumed run draws the
-            // same. (Only single runs use dropout: batched members cannot have it.)
-            tch::manual_seed(mix_seed(first.seed, 1 << 32 | epoch as u64) as i64);
-            let orders: Vec<i64> = self
-                .members
-                .iter()
-                .flat_map(|m| epoch_order(n, m.cfg.train.seed, epoch))
-                .collect();
-            let orders = Tensor::from_slice(&orders)
-                .view([k, n as i64])
-                .to_device(device); // (K, n)
             // A run resumed mid-epoch continues at its batch, with its partial losses and the
             // generator where it stopped.
             let (skip, sums) = self
                 .resume_in_epoch
                 .take()
                 .unwrap_or_else(|| (0, vec![0.0; k as usize]));
-            if let Some(state) = self.resume_rng.take()
-                && skip > 0
-            {
-                ffi::set_cpu_rng_state(&state)?;
-            }
+            let orders: Vec<i64> = match first.rng {
+                TrainRng::Ours => {
+                    // Dropout masks of this epoch come from their own stream, so a resumed run
+                    // draws the same. (Only single runs use dropout: batched members cannot.)
+                    tch::manual_seed(mix_seed(first.seed, 1 << 32 | epoch as u64) as i64);
+                    if let Some(state) = self.resume_rng.take()
+                        && skip > 0
+                    {
+                        ffi::set_cpu_rng_state(&state)?;
+                    }
+                    self.members
+                        .iter()
+                        .flat_map(|m| epoch_order(n, m.cfg.train.seed, epoch))
+                        .collect()
+                }
+                TrainRng::Torch => {
+                    // One generator for the whole run, continued from a checkpoint where the
+                    // run stopped (at an epoch's end, or this epoch's start when it stopped
+                    // mid-epoch); one member (the ensemble rule refuses more).
+                    if let Some(state) = self.resume_rng.take() {
+                        ffi::set_cpu_rng_state(&state)?;
+                    }
+                    self.epoch_rng = Some(ffi::cpu_rng_state()?);
+                    torch_epoch_order(n)?
+                }
+            };
+            let orders = Tensor::from_slice(&orders)
+                .view([k, n as i64])
+                .to_device(device); // (K, n)
             let sums: Vec<f32> = sums.iter().map(|&x| x as f32).collect();
             let mut loss_sum = Tensor::from_slice(&sums).to_device(device); // (K)
             let mut batches = skip as i64;
@@ -823,6 +886,10 @@ impl Trainer {
                 break;
             }
 
+            if first.rng == TrainRng::Torch {
+                // The original's evaluation loader draws its iterator's base seed.
+                ffi::draw_loader_seed()?;
+            }
             let eval_started = Instant::now();
             let reports = evaluate(self.model.members(), &data.test)?;
             let eval_seconds = eval_started.elapsed().as_secs_f64();
@@ -1129,6 +1196,9 @@ fn check_resumable(
     }
     if then.train.batch_size != cfg.train.batch_size {
         return mismatch("batch_size");
+    }
+    if then.train.rng != cfg.train.rng {
+        return mismatch("rng");
     }
     if then.train.optimizer != cfg.train.optimizer {
         return mismatch("optimizer");
