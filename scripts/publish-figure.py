@@ -5,7 +5,8 @@
                               [--cache-root DIR] [--bin-dir DIR]
 
 SWEEP_DIR is what `sweep reproduce` wrote (`<out>/<name>`: figure files, summary.json and one
-directory per experiment). Copied: the figure files the summary lists, summary.json, and per
+directory per experiment). Copied: the figure files the summary lists, summary.json, the
+sweep's sweep-status.jsonl (so a redraw from the copy reports the same outcomes), and per
 experiment its config.toml, timings.json, summary.json and the metrics (metrics.jsonl and
 pca.jsonl gzipped, reproducibly: no name or time in the gzip header). Not copied: checkpoints,
 plots, logs. Paths of the machine that ran the figure (the sweep's --out root, its --cache root
@@ -73,6 +74,12 @@ def main() -> int:
             shutil.copyfile(os.path.join(src, fig), os.path.join(tmp, fig))
         with open(os.path.join(tmp, "summary.json"), "w", encoding="utf-8") as f:
             f.write(rewrite(json.dumps(summary, indent=2, ensure_ascii=False), subs) + "\n")
+        status = os.path.join(src, "sweep-status.jsonl")
+        if os.path.isfile(status):
+            with open(status, encoding="utf-8") as f:
+                text = rewrite(f.read(), subs)
+            with open(os.path.join(tmp, "sweep-status.jsonl"), "w", encoding="utf-8") as f:
+                f.write(text)
         for e in experiments:
             os.makedirs(os.path.join(tmp, e))
             for fname in RUN_FILES:
