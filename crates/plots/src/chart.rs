@@ -1318,7 +1318,10 @@ mod tests {
         // Far enough: at the top again.
         assert_eq!(p.place_vertical(130.0, 10.0, 300.0, "paper 64"), Some(10.0));
         // No room left below: left out.
-        assert_eq!(p.place_vertical(102.0, 10.0, 10.0 + 2.5 * len, "paper 64"), None);
+        assert_eq!(
+            p.place_vertical(102.0, 10.0, 10.0 + 2.5 * len, "paper 64"),
+            None
+        );
     }
 
     #[test]

@@ -140,9 +140,12 @@ pub fn run_plots(run_dir: &Path) -> Result<Vec<NamedPlot>> {
             &dir.join("geometry"),
         ),
     )?;
-    let pca_path = [run_dir.join(PCA_FILE), run_dir.join(format!("{PCA_FILE}.gz"))]
-        .into_iter()
-        .find(|p| p.is_file());
+    let pca_path = [
+        run_dir.join(PCA_FILE),
+        run_dir.join(format!("{PCA_FILE}.gz")),
+    ]
+    .into_iter()
+    .find(|p| p.is_file());
     if let Some(pca_path) = pca_path {
         let snaps = read_pca(&pca_path)?;
         keep(

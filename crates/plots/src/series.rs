@@ -182,7 +182,11 @@ fn kind_of(v: &Value) -> &'static str {
 pub fn metrics_path(run_dir: &Path) -> PathBuf {
     let plain = run_dir.join(crate::report::METRICS_FILE);
     let gz = run_dir.join(format!("{}.gz", crate::report::METRICS_FILE));
-    if !plain.exists() && gz.is_file() { gz } else { plain }
+    if !plain.exists() && gz.is_file() {
+        gz
+    } else {
+        plain
+    }
 }
 
 /// The text of a file, decompressed when its name ends in `.gz`.
@@ -198,9 +202,8 @@ fn read_text(path: &Path) -> Result<String> {
     } else {
         bytes
     };
-    String::from_utf8(bytes).map_err(|e| {
-        io_err("read", path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    })
+    String::from_utf8(bytes)
+        .map_err(|e| io_err("read", path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// One entity-embedding PCA picture (paper Fig. 7) at one training step.

@@ -525,10 +525,7 @@ fn a_published_record_with_gzipped_metrics_reads_as_the_run() {
         std::fs::write(run.join(format!("{name}.gz")), gz.finish().unwrap()).unwrap();
         std::fs::remove_file(run.join(name)).unwrap();
     }
-    assert_eq!(
-        plots::metrics_path(&run),
-        run.join("metrics.jsonl.gz")
-    );
+    assert_eq!(plots::metrics_path(&run), run.join("metrics.jsonl.gz"));
     assert_eq!(plots::RunMetrics::read_run(&run).unwrap(), plain);
     assert_eq!(plain.last_epoch(), Some(100));
     assert_eq!(

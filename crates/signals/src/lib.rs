@@ -7,6 +7,9 @@
 //! under way, so pressing Ctrl-C twice cannot cut a checkpoint half-way (SIGKILL still ends the
 //! process at once). The handler does nothing but atomic stores and one `write(2)`, both
 //! async-signal-safe.
+//!
+//! Also the other process-level guards the programs share: [`DirLock`] (one process at a time
+//! in a directory), [`die_with_parent`] and [`quiet_broken_pipe`].
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -100,6 +103,58 @@ pub fn install(program: &str, what: &str) -> std::io::Result<Stop> {
     Ok(Stop { flag })
 }
 
+/// An exclusive hold on a directory, through `flock(2)` on a lock file in it: released when
+/// dropped or when the process dies (the kernel drops the lock), so a killed holder leaves no
+/// stale lock behind. The file holds the holder's pid, for the message of the one refused.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+/// Why [`DirLock::acquire`] failed.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds the lock.
+    Held {
+        /// The holder's pid, as it wrote it (empty when unreadable).
+        holder: String,
+    },
+    /// The lock file could not be opened or written.
+    Io(std::io::Error),
+}
+
+impl DirLock {
+    /// Takes the lock file `path` (created if absent) without waiting.
+    ///
+    /// # Errors
+    /// [`LockError::Held`] when another process holds it, [`LockError::Io`] otherwise.
+    pub fn acquire(path: &std::path::Path) -> Result<DirLock, LockError> {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(LockError::Io)?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock(2) on a descriptor this function owns; no memory is shared.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                let holder = std::fs::read_to_string(path).unwrap_or_default();
+                return Err(LockError::Held {
+                    holder: holder.trim().to_string(),
+                });
+            }
+        }
+        file.set_len(0).map_err(LockError::Io)?;
+        write!(file, "{}", std::process::id()).map_err(LockError::Io)?;
+        Ok(DirLock { _file: file })
+    }
+}
+
 /// Lets SIGPIPE end the process quietly, as it ends other Unix tools: `program | head` then stops
 /// the program when `head` has read enough, instead of the panic Rust's `println!` raises on
 /// a closed pipe. For programs whose output is their product (listings, reports), not for a
@@ -134,6 +189,25 @@ pub fn die_with_parent() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_is_exclusive_and_released_when_dropped() {
+        let dir = std::env::temp_dir().join(format!("signals-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".lock");
+        let first = DirLock::acquire(&path).unwrap();
+        match DirLock::acquire(&path) {
+            Err(LockError::Held { holder }) => assert_eq!(holder, std::process::id().to_string()),
+            other => panic!("second lock: {other:?}"),
+        }
+        drop(first);
+        assert!(DirLock::acquire(&path).is_ok());
+        assert!(matches!(
+            DirLock::acquire(&dir.join("missing/.lock")),
+            Err(LockError::Io(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_first_signal_raises_the_flag_and_sets_the_exit_code_later_ones_do_not_change_it() {

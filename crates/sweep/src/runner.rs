@@ -263,10 +263,7 @@ fn run_state(e: &Experiment) -> RunState {
 }
 
 /// An exclusive hold on a sweep directory (released when dropped, or when the process dies).
-#[derive(Debug)]
-pub struct SweepLock {
-    _file: File,
-}
+pub type SweepLock = signals::DirLock;
 
 /// Takes the lock of sweep directory `dir`, so that two `sweep run` never work on the same
 /// runs at once (array tasks of `run-one`/`run-batch` share a directory by design and do not
@@ -276,28 +273,13 @@ pub struct SweepLock {
 /// [`crate::SweepError::Locked`] naming the directory and the holder's pid; I/O errors.
 pub fn lock_dir(dir: &Path) -> Result<SweepLock> {
     let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock(2) on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            return Err(crate::SweepError::Locked {
-                dir: dir.to_path_buf(),
-                pid: holder.trim().to_string(),
-            });
-        }
-    }
-    file.set_len(0).map_err(io_err(&path))?;
-    write!(file, "{}", std::process::id()).map_err(io_err(&path))?;
-    Ok(SweepLock { _file: file })
+    signals::DirLock::acquire(&path).map_err(|e| match e {
+        signals::LockError::Held { holder } => crate::SweepError::Locked {
+            dir: dir.to_path_buf(),
+            pid: holder,
+        },
+        signals::LockError::Io(source) => io_err(&path)(source),
+    })
 }
 
 /// Generates every dataset the sweep needs, serially, before any run starts (parallel runs then

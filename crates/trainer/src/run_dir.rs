@@ -3,8 +3,6 @@
 //! unless it is resumed or explicitly overwritten), and the files written next to the metrics
 //! log: `config.toml`, `timings.json`, `summary.json`, `plots/`.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tch::Device;
@@ -42,10 +40,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 }
 
 /// An exclusive hold on a run directory; released when dropped (or when the process dies).
-#[derive(Debug)]
-pub struct RunDirLock {
-    _file: File,
-}
+pub type RunDirLock = signals::DirLock;
 
 /// Takes the lock of `save_dir` (created if needed).
 ///
@@ -55,32 +50,13 @@ pub struct RunDirLock {
 pub fn lock(save_dir: &Path) -> Result<RunDirLock, TrainError> {
     std::fs::create_dir_all(save_dir).map_err(io_err(save_dir))?;
     let path = save_dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `flock` on a file descriptor this function owns; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            return Err(TrainError::Config {
-                source_name: save_dir.display().to_string(),
-                reason: format!(
-                    "another process (pid {}) is training in this run directory",
-                    holder.trim()
-                ),
-            });
-        }
-    }
-    file.set_len(0).map_err(io_err(&path))?;
-    write!(file, "{}", std::process::id()).map_err(io_err(&path))?;
-    Ok(RunDirLock { _file: file })
+    signals::DirLock::acquire(&path).map_err(|e| match e {
+        signals::LockError::Held { holder } => TrainError::Config {
+            source_name: save_dir.display().to_string(),
+            reason: format!("another process (pid {holder}) is training in this run directory"),
+        },
+        signals::LockError::Io(source) => TrainError::Io { path, source },
+    })
 }
 
 /// What `save_dir` already holds of a run, in words, or `None` when it holds none.
