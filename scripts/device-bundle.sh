@@ -2,7 +2,7 @@
 # Builds the device bundle: what a GPU machine with PyTorch 2.11 and no Rust toolchain or network
 # needs to prove the CUDA path in one command (scripts/device-check.sh). See docs/CUDA.md.
 #
-#   scripts/device-bundle.sh [--original DIR] [--out DIR]
+#   scripts/device-bundle.sh [--original DIR] [--out DIR] [--rehearse]
 #
 # From the committed tree (HEAD), in a git worktree and a target directory of its own under
 # .device/ (ignored), so that this checkout's Cargo.lock and target/ are never touched:
@@ -11,15 +11,21 @@
 # - pins tch/torch-sys 0.24.0 (the pair for libtorch 2.11) in the worktree's Cargo.lock;
 # - builds train, gen and the test binaries that hold the CUDA tests (release), checks that
 #   libtorch_cuda.so is in the NEEDED list of train and of every test binary;
-# - writes the bundle (default .device/bundle, at most 20 MiB): bin/, bin/tests/, configs/, the
-#   fixtures the tests and the benchmark read, scripts/device-check.sh and BUILD-INFO.
+# - writes the bundle (default .device/bundle, at most 20 MiB): bin.tar.xz (bin/ and bin/tests/,
+#   about 32 MB unpacked; device-check.sh unpacks it), configs/, the fixtures the tests and the
+#   benchmark read, scripts/device-check.sh and BUILD-INFO.
 # --original DIR also carries the Python original's toy_model/src (DIR: a clone of its
 # repository, a work tree or a bare git directory) as plain files, for the side-by-side benchmark.
+# --rehearse then runs the bundle's device-check.sh here, without a GPU (--allow-no-cuda, results
+# in .device/rehearsal/): the programs need the CUDA libraries libtorch_cuda.so links against,
+# so the nvidia wheels torch 2.11.0 requires are fetched once (about 1.6 GB, .device/cache/) and
+# the libraries the programs load are unpacked into .device/cuda-libs/.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dev=$root/.device
 out=$dev/bundle
 original=
+rehearse=0
 torch_version=2.11.0
 tch_version=0.24.0
 max_mib=20
@@ -30,7 +36,8 @@ while [ $# -gt 0 ]; do
     --original=*) original=${1#--original=}; shift ;;
     --out) out=$2; shift 2 ;;
     --out=*) out=${1#--out=}; shift ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --rehearse) rehearse=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "device-bundle: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -175,10 +182,17 @@ if [ -n "$original" ]; then
 fi
 
 # The newest glibc and libstdc++ symbol versions the programs need (the GPU machine must have them).
-needs=$(objdump -T "$out.tmp"/bin/* "$out.tmp"/bin/tests/* 2>/dev/null \
+needs=$(find "$out.tmp/bin" -type f -exec objdump -T {} + \
   | grep -oE '(GLIBC|GLIBCXX|CXXABI)_[0-9.]+' | sort -u -t_ -k1,1 -k2,2V \
   | awk -F_ '{ last[$1] = $0 } END { for (k in last) print last[k] }' | sort | tr '\n' ' ')
 
+# The files' sums as they will be unpacked, then the executables packed (xz: a third of the size).
+sums=$(cd "$out.tmp" && find . -type f | sed 's|^\./||' | LC_ALL=C sort \
+  | while read -r f; do echo "  $(sha256sum "$f" | cut -d' ' -f1) $(stat -c %s "$f") $f"; done)
+unpacked=$(du -sb "$out.tmp/bin" | cut -f1)
+tar -cf - -C "$out.tmp" bin | xz -9 -T2 >"$out.tmp/bin.tar.xz"
+rm -rf "$out.tmp/bin"
+archive_sum="  $(sha256sum "$out.tmp/bin.tar.xz" | cut -d' ' -f1) $(stat -c %s "$out.tmp/bin.tar.xz") bin.tar.xz"
 total=$(du -sb "$out.tmp" | cut -f1)
 limit=$((max_mib * 1024 * 1024))
 [ "$total" -le "$limit" ] || die "the bundle is $total bytes, over $max_mib MiB"
@@ -193,12 +207,66 @@ seconds=$(($(date +%s) - started))
   echo "build_seconds: $seconds"
   echo "needs: $needs"
   echo "original: $([ -n "$original" ] && echo "toy_model/src from $original" || echo "not carried")"
-  echo "size_bytes: $total"
-  echo "files (sha256, bytes, path):"
-  (cd "$out.tmp" && find . -type f ! -name BUILD-INFO | sed 's|^\./||' | LC_ALL=C sort \
-    | while read -r f; do echo "  $(sha256sum "$f" | cut -d' ' -f1) $(stat -c %s "$f") $f"; done)
+  echo "size_bytes: $total (bin/ unpacked: $unpacked)"
+  echo "files (sha256, bytes, path; bin/ as unpacked from bin.tar.xz):"
+  echo "$archive_sum"
+  echo "$sums"
 } >"$out.tmp/BUILD-INFO"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 say "bundle $out: $(du -sh "$out" | cut -f1) ($total bytes) in ${seconds} s"
 say "on the GPU machine: cd <bundle> && bash scripts/device-check.sh (docs/CUDA.md)"
+
+[ "$rehearse" = 1 ] || exit 0
+
+# The rehearsal: the CUDA libraries that libtorch_cuda.so needs (and theirs), from the nvidia
+# wheels torch's metadata names.
+cuda_wheels=$dev/cache/cuda-wheels
+cuda_libs=$dev/cuda-libs
+mkdir -p "$cuda_wheels"
+mapfile -t reqs < <(unzip -p "$wheel" "torch-$torch_version.dist-info/METADATA" \
+  | sed -n 's/^Requires-Dist: \(\(cuda-toolkit\|nvidia-\)[^;]*\).*/\1/p' | tr -d ' ')
+if [ ! -f "$cuda_wheels/.complete" ]; then
+  say "downloading the CUDA libraries torch $torch_version requires: ${reqs[*]}"
+  platforms=()
+  for n in 12 17 18 24 25 26 27 28; do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
+  python3 -m pip download --quiet "${reqs[@]}" --python-version 3.12 --only-binary=:all: \
+    "${platforms[@]}" --platform manylinux2014_x86_64 --platform manylinux2010_x86_64 \
+    -d "$cuda_wheels"
+  touch "$cuda_wheels/.complete"
+fi
+python3 - "$libtorch/lib" "$cuda_wheels" "$cuda_libs" <<'PY'
+import os, subprocess, sys, zipfile
+lib, wheels, dest = sys.argv[1:]
+os.makedirs(dest, exist_ok=True)
+def needed(path):
+    out = subprocess.run(["readelf", "-d", path], capture_output=True, text=True).stdout
+    return {l.split("[")[1].split("]")[0] for l in out.splitlines() if "(NEEDED)" in l}
+have = set(os.listdir(lib))
+todo = set()
+for name in ("libtorch_cuda.so", "libtorch_cpu.so", "libc10_cuda.so", "libtorch_nvshmem.so"):
+    todo |= needed(os.path.join(lib, name))
+members = {}
+for w in sorted(os.listdir(wheels)):
+    if w.endswith(".whl"):
+        for m in zipfile.ZipFile(os.path.join(wheels, w)).namelist():
+            if "/lib/" in m and ".so" in m:
+                members.setdefault(os.path.basename(m), (w, m))
+done = set()
+while todo - have - done:
+    name = sorted(todo - have - done)[0]
+    done.add(name)
+    if name not in members:
+        continue  # a system library
+    w, m = members[name]
+    target = os.path.join(dest, name)
+    if not os.path.exists(target):
+        with zipfile.ZipFile(os.path.join(wheels, w)) as z, open(target, "wb") as f:
+            f.write(z.read(m))
+    todo |= needed(target)
+print(f"{len(os.listdir(dest))} CUDA libraries in {dest}")
+PY
+say "rehearsing scripts/device-check.sh --allow-no-cuda (results in $dev/rehearsal)"
+rm -rf "$dev/rehearsal"
+OUT=$dev/rehearsal TORCH_LIB=$libtorch/lib DEVICE_CHECK_EXTRA_LIBS=$cuda_libs \
+  bash "$out/scripts/device-check.sh" --allow-no-cuda

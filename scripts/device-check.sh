@@ -44,8 +44,8 @@ while [ $# -gt 0 ]; do
     *) echo "device-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-if [ ! -f "$root/BUILD-INFO" ] || [ ! -x "$root/bin/train" ]; then
-  echo "device-check: $root is not a device bundle (no BUILD-INFO or bin/train): build one with" \
+if [ ! -f "$root/BUILD-INFO" ] || { [ ! -f "$root/bin.tar.xz" ] && [ ! -x "$root/bin/train" ]; }; then
+  echo "device-check: $root is not a device bundle (no BUILD-INFO, bin.tar.xz): build one with" \
     "\`just device-bundle\` and run this script from it" >&2
   exit 2
 fi
@@ -97,7 +97,7 @@ def build_info(root):
         if line.startswith("  "):
             sha, size, path = line.split(None, 2)
             files.append((sha, int(size), path.strip()))
-        elif ":" in line:
+        elif ":" in line and not line.startswith("files"):
             k, _, v = line.partition(":")
             info[k.strip()] = v.strip()
     return info, files
@@ -105,7 +105,6 @@ def build_info(root):
 def summary(records, out, root, mode, started, machine):
     checks = [json.loads(l) for l in open(records)]
     info, _ = build_info(root)
-    info.pop("files (sha256, bytes, path)", None)
     fig = {c["name"]: c.get("figures", {}) for c in checks}
     def per_epoch(name):
         f = fig.get(name, {})
@@ -144,12 +143,13 @@ def summary(records, out, root, mode, started, machine):
         json.dump(doc, f, indent=2)
     os.replace(tmp, out)
 
-def verify(root):
+def verify(root, unpacked):
+    # bin/ is checked where bin.tar.xz was unpacked.
     _, files = build_info(root)
     import hashlib
     bad = []
     for sha, size, path in files:
-        p = os.path.join(root, path)
+        p = os.path.join(unpacked if path.startswith("bin/") else root, path)
         try:
             h = hashlib.sha256(open(p, "rb").read()).hexdigest()
         except OSError:
@@ -242,8 +242,20 @@ cuda_absent_ok() { [ "$mode" = rehearsal ] && grep -qiE "no CUDA device" "$step_
 
 echo "device-check: $mode run of the bundle at $root (budget ${budget} s); results in $OUT"
 
-# 1. The bundle arrived whole.
-step bundle 60 py verify "$root"
+# 1. The bundle arrived whole: the programs unpacked (into the scratch directory), every file's
+# sum as built.
+if [ -x "$root/bin/train" ]; then
+  unpacked=$root
+else
+  unpacked=$work
+  if command -v xz >/dev/null; then
+    tar -xJf "$root/bin.tar.xz" -C "$work"
+  else
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$root/bin.tar.xz" "$work"
+  fi
+fi
+bin=$unpacked/bin
+step bundle 60 py verify "$root" "$unpacked"
 if [ "$step_rc" = 0 ]; then
   record bundle pass "$step_seconds" "$(tail -n 1 "$step_log")"
 else
@@ -268,7 +280,7 @@ export RUST_BACKTRACE=0
 gpu=$(timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
 torch_py=$(timeout 60 python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())' 2>/dev/null || echo "no torch in python3")
 machine=$(python3 -c 'import json, os, platform, sys; print(json.dumps({"gpu": sys.argv[1] or None, "python3_torch": sys.argv[2], "torch_lib": sys.argv[3] or None, "cpus": os.cpu_count(), "platform": platform.platform()}))' "$gpu" "$torch_py" "$torch_lib")
-step libraries 30 bash -c 'ldd "$1"/bin/train; for t in "$1"/bin/tests/*; do ldd "$t" | grep "not found"; done; true' _ "$root"
+step libraries 30 bash -c 'ldd "$1"/train; for t in "$1"/tests/*; do ldd "$t" | grep "not found"; done; true' _ "$bin"
 missing=$(grep -c "not found" "$step_log")
 cuda_so=$(awk '$1 == "libtorch_cuda.so" { print $3 }' "$step_log")
 if [ -z "$torch_lib" ]; then
@@ -279,7 +291,7 @@ else
   record libraries pass "$step_seconds" "every library resolves; libtorch_cuda.so = $cuda_so" "torch_lib=\"$torch_lib\""
 fi
 
-train=$root/bin/train
+train=$bin/train
 tiny_data=$work/data/tiny
 common=(--no_wandb --set plots=false)
 
@@ -304,7 +316,7 @@ else
 fi
 
 # 4. The CUDA tests: every ignored test of each test binary, one thread (one GPU).
-for exe in "$root"/bin/tests/*; do
+for exe in "$bin"/tests/*; do
   name=tests_$(basename "$exe")
   limit=90
   case "$name" in *ensemble*) limit=200 ;; esac
