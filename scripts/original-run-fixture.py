@@ -17,7 +17,7 @@ Nothing here draws from PyTorch's generators: the original's run is the one it m
 
 Usage:
   python scripts/original-run-fixture.py --original PATH/toy_model --data DATASET_DIR \
-      --out OUT_DIR [--epochs 100] [--seed 42] [--n-layer 2] [--order-epochs 5]
+      --out OUT_DIR [--epochs 100] [--seed 42] [--n-layer 2] [--dropout P] [--order-epochs 5]
 """
 
 import argparse
@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--n-layer", type=int, default=2)
+    ap.add_argument("--dropout", type=float, default=None, help="instead of default.yaml's 0.0")
     ap.add_argument("--order-epochs", type=int, default=5)
     args = ap.parse_args()
 
@@ -84,6 +85,7 @@ def main():
             "epochs": args.epochs,
             "seed": args.seed,
             "n_layer": args.n_layer,
+            "dropout": config["dropout"] if args.dropout is None else args.dropout,
             # PyYAML reads `1e-4` as text; the original's flags pass a float.
             "lr": float(config["lr"]),
             "use_wandb": True,

@@ -1,6 +1,6 @@
 //! `train --rng torch` from the command line: the flag exists, and what the original's stream
-//! cannot reproduce (dropout, several members in one process) is refused before anything runs,
-//! naming the key.
+//! cannot reproduce (a tied head, several members in one process) is refused before anything
+//! runs, naming the key.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -41,9 +41,19 @@ fn the_originals_stream_is_a_flag_and_its_refusals_name_the_key() {
     assert!(text(&out).contains("rng = \"torch\""), "{}", text(&out));
 
     let out = train(&[&base[..], &["--rng", "torch", "--dropout", "0.1"]].concat());
+    assert!(
+        out.status.success(),
+        "dropout is reproduced: {}",
+        text(&out)
+    );
+
+    let out = train(&[&base[..], &["--rng", "torch", "--tie_weights"]].concat());
     assert!(!out.status.success());
     let msg = text(&out);
-    assert!(msg.contains("`rng`") && msg.contains("`dropout`"), "{msg}");
+    assert!(
+        msg.contains("`rng`") && msg.contains("`tie_weights`"),
+        "{msg}"
+    );
 
     let out = train(&[&base[..], &["--rng", "numpy"]].concat());
     assert!(!out.status.success());

@@ -4,9 +4,11 @@
 //! (one linear layer, or K batched ones) and hands the projected tensors to these helpers with
 //! the members folded into the rows (`rows` = `b`, or `K·b`).
 //!
-//! Two forms:
+//! Three forms:
 //! - [`Heads::attend`]: every query position (`[rows, t, 3c]` → `[rows, t, c]`), optionally
 //!   keeping the attention weights for analysis;
+//! - [`Heads::attend_as_original`]: the same in the original's operations (its division, its
+//!   softmax and dropout), for a model that computes as the original;
 //! - [`Heads::attend_at`]: one query position per row (keys and values at every position, the
 //!   query only where the answer is read), the cheap path of the last block.
 
@@ -63,6 +65,33 @@ impl Heads {
             None => sdpa(&q, &k, &v, allowed, p_drop),
         }; // (rows, nh, t, hd)
         Ok(ys
+            .transpose(1, 2)
+            .contiguous()
+            .view([rows, t, self.n_head * self.head_dim])) // (rows, t, c)
+    }
+
+    /// Attention at every position in the original's operations (`CausalSelfAttentionRoPE`):
+    /// scores `q·kᵀ / √head_dim` (a division, as the original writes it), masked to −∞, softmax,
+    /// dropout on the weights (`[rows, n_head, t, t]`, drawn as the original's `attn_drop`),
+    /// times `v`. The same arguments and result as [`Heads::attend`].
+    pub fn attend_as_original(
+        &self,
+        qkv: &Tensor,
+        rope: &Rope,
+        allowed: &Tensor,
+        p_drop: f64,
+    ) -> Result<Tensor, ModelError> {
+        let (rows, t, _) = qkv.size3()?;
+        let qkv = self.split(qkv, rows, t, 3); // (3, rows, nh, t, hd)
+        let q = rope.apply(&qkv.get(0)); // (rows, nh, t, hd)
+        let k = rope.apply(&qkv.get(1)); // (rows, nh, t, hd)
+        let v = qkv.get(2); // (rows, nh, t, hd)
+        let scores = q.matmul(&k.transpose(-2, -1)) / (self.head_dim as f64).sqrt(); // (rows, nh, t, t)
+        let w = scores
+            .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY)
+            .softmax(-1, q.kind())
+            .dropout(p_drop, p_drop > 0.0);
+        Ok(w.matmul(&v)
             .transpose(1, 2)
             .contiguous()
             .view([rows, t, self.n_head * self.head_dim])) // (rows, t, c)

@@ -206,6 +206,21 @@ impl Attention {
         Ok(self.out.forward(&ys).dropout(p, p > 0.0))
     }
 
+    /// [`Attention::forward`] in the original's operations (see
+    /// [`Heads::attend_as_original`]).
+    fn forward_as_original(
+        &self,
+        xs: &Tensor,
+        rope: &Rope,
+        allowed: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor, ModelError> {
+        let p = mode.dropout(self.dropout);
+        let qkv = self.qkv.forward(xs); // (b, t, 3c)
+        let ys = self.heads.attend_as_original(&qkv, rope, allowed, p)?; // (b, t, c)
+        Ok(self.out.forward(&ys).dropout(p, p > 0.0))
+    }
+
     /// The output at one query position per row (`positions` `[b]`): keys and values from
     /// every position of `xs` `[b, t, c]`, the query only at `positions`. Returns `[b, c]`,
     /// equal to row `positions[i]` of [`Attention::forward`].
@@ -282,6 +297,20 @@ impl Block {
         let a = self
             .attn
             .forward(&self.ln_1.forward(xs), rope, allowed, mode, weights)?;
+        Ok(self.mlp(&(xs + a), mode))
+    }
+
+    /// [`Block::forward`] in the original's operations (`GPT2BlockRoPE`).
+    fn forward_as_original(
+        &self,
+        xs: &Tensor,
+        rope: &Rope,
+        allowed: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor, ModelError> {
+        let a = self
+            .attn
+            .forward_as_original(&self.ln_1.forward(xs), rope, allowed, mode)?;
         Ok(self.mlp(&(xs + a), mode))
     }
 
@@ -370,6 +399,8 @@ pub struct Gpt {
     ln_f: nn::LayerNorm,
     head: Tensor,
     rope: Rope,
+    /// Computes as the original (see [`Gpt::compute_as_original`]).
+    as_original: bool,
 }
 
 impl Gpt {
@@ -397,6 +428,7 @@ impl Gpt {
             ln_f,
             head,
             rope,
+            as_original: false,
         })
     }
 
@@ -499,6 +531,33 @@ impl Gpt {
         })
     }
 
+    /// From now on computes as the original's model does, operation for operation, so that the
+    /// same weights give the same numbers and dropout draws the same masks:
+    /// - the RoPE tables computed as the original's `RotaryEmbedding` computes them, in float32
+    ///   tensor operations ([`Rope::as_original`]) instead of in f64;
+    /// - attention in the original's operations ([`Heads::attend_as_original`]: explicit
+    ///   scores, division by √head_dim, softmax, dropout on the weights) instead of the fused
+    ///   kernel;
+    /// - [`Gpt::forward_at`] runs every position through every block and the head (as
+    ///   [`Gpt::forward`]) and then reads the requested positions, instead of computing the last
+    ///   block only where the answer is read.
+    ///
+    /// Slower (the last block and the head at every position); what `rng = "torch"` runs.
+    pub fn compute_as_original(&mut self) {
+        self.rope = Rope::as_original(
+            self.cfg.head_dim(),
+            self.cfg.max_len,
+            self.cfg.rope_base,
+            self.tok_emb.device(),
+        );
+        self.as_original = true;
+    }
+
+    /// Whether the model computes as the original ([`Gpt::compute_as_original`]).
+    pub fn computes_as_original(&self) -> bool {
+        self.as_original
+    }
+
     /// The configuration the model was built from.
     pub fn config(&self) -> &GptConfig {
         &self.cfg
@@ -570,7 +629,11 @@ impl Gpt {
         let allowed = self.attention_mask(ids, key_pad)?;
         let mut xs = self.embed(ids, mode)?; // (b, t, c)
         for block in &self.blocks {
-            xs = block.forward(&xs, &self.rope, &allowed, mode, None)?;
+            xs = if self.as_original {
+                block.forward_as_original(&xs, &self.rope, &allowed, mode)?
+            } else {
+                block.forward(&xs, &self.rope, &allowed, mode, None)?
+            };
         }
         Ok(self.project(&xs))
     }
@@ -603,6 +666,13 @@ impl Gpt {
                 expected: format!("[{b}] int64"),
                 found: format!("{:?} {:?}", positions.size(), positions.kind()),
             });
+        }
+        if self.as_original {
+            // The original's order: every position through the head, then the read positions.
+            let logits = self.forward(ids, key_pad, mode)?; // (b, t, v)
+            let v = logits.size3()?.2;
+            let index = positions.view([b, 1, 1]).expand([b, 1, v], false); // (b, 1, v)
+            return Ok(logits.f_gather(1, &index, false)?.view([b, v]));
         }
         let (last, earlier) = self.blocks.split_last().ok_or(ModelError::Config {
             key: "n_layer",

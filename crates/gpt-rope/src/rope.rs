@@ -9,7 +9,7 @@
 //! [`Rope`] holds the `cos`/`sin` tables; [`reference_rope`] is a slow scalar twin used to test
 //! them.
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Precomputed rotary tables for positions `0..max_len`.
 #[derive(Debug)]
@@ -46,6 +46,26 @@ impl Rope {
         Self {
             cos: table(cos),
             sin: table(sin),
+        }
+    }
+
+    /// The tables as the original's `RotaryEmbedding` computes them, in float32 tensor
+    /// operations on the CPU: `inv_freq = 1 / base^(arange(0, d, 2) / d)`, the outer product
+    /// with `arange(max_len)` (`einsum("l,d->ld")`), duplicated over both halves, then `cos` and
+    /// `sin`; then moved to `device`. They differ from [`Rope::new`]'s (rounded once from f64)
+    /// in the last bits.
+    pub fn as_original(head_dim: i64, max_len: i64, base: f64, device: Device) -> Self {
+        let cpu = (Kind::Float, Device::Cpu);
+        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, Device::Cpu))
+            .to_kind(Kind::Float)
+            / head_dim as f64;
+        let inv_freq = Tensor::pow_scalar(base, &exponents).reciprocal(); // (d/2)
+        let t = Tensor::arange(max_len, cpu); // (max_len)
+        let freqs = Tensor::einsum("l,d->ld", &[t, inv_freq], None::<&[i64]>); // (max_len, d/2)
+        let emb = Tensor::cat(&[&freqs, &freqs], -1); // (max_len, d)
+        Self {
+            cos: emb.cos().to_device(device),
+            sin: emb.sin().to_device(device),
         }
     }
 

@@ -87,7 +87,7 @@ pub const FIELDS: &[Field] = &[
     field("train", "optimizer", "optimizer", Text, true, "adam or adamw (default adam)"),
     field("train", "use_amp", "use_amp", Bool, false, "mixed precision on CUDA; no-op on CPU (default true)"),
     field("train", "seed", "seed", Number, true, "seed of initialisation, shuffles and dropout (default 42)"),
-    field("train", "rng", "rng", Text, false, "training stream: ours (default) or torch (the original's draws: initialisation and data order; single runs, no dropout)"),
+    field("train", "rng", "rng", Text, false, "training stream: ours (default) or torch (the original's draws and arithmetic: its initial weights, data order, dropout and trajectory; single runs)"),
     field("train", "log_every", "log_every", Number, true, "log the training batch every N steps and on each epoch's first (default 50)"),
     field("train", "eval_every", "eval_every", Number, true, "print the evaluation table every N epochs (default 10)"),
     field("train", "save_every", "save_every", Number, true, "keep a checkpoint epochNNN every N epochs and `best` by macro CE; 0 = neither (default 0; `last` is always written)"),

@@ -1,6 +1,8 @@
 // The few libtorch calls the trainer needs that tch does not bind:
 // - one call into the fused Adam/AdamW kernels (`at::_fused_adam_`, `at::_fused_adamw_`): a whole
 //   optimiser step in a single pass over each parameter, instead of about ten elementwise kernels;
+// - PyTorch's unfused single-tensor Adam/AdamW, operation for operation (the original's optimiser
+//   on the CPU, for runs on its random stream);
 // - dropping gradients (`zero_grad(set_to_none=True)`);
 // - reading and restoring the state of libtorch's default CPU generator (exact resume);
 // - `randperm` with a private generator seeded by a given seed (PyTorch's `RandomSampler`).
@@ -14,8 +16,10 @@
 #include <ATen/Context.h>
 #include <ATen/ops/_fused_adam.h>
 #include <ATen/ops/_fused_adamw.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/randperm.h>
 
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <mutex>
@@ -76,6 +80,45 @@ extern "C" int trainer_fused_adam(at::Tensor **params, at::Tensor **grads, at::T
     // does after its kernel.
     if (inf.has_value()) {
       for (auto &step : s) step.sub_(*inf);
+    }
+  });
+}
+
+// One step of `torch.optim.Adam`/`AdamW`'s single-tensor path (`_single_tensor_adam`, what
+// PyTorch runs on the CPU by default), parameter by parameter, in its operations and their
+// order: the step counter, the weight decay, `lerp_` into the first moment, `mul_`/`addcmul_`
+// into the second, the bias corrections in double precision (`pow` as Python's `**`), then
+// `addcdiv_`. The same kernels give the same numbers as the original's optimiser.
+extern "C" int trainer_single_tensor_adam(at::Tensor **params, at::Tensor **grads,
+                                          at::Tensor **exp_avgs, at::Tensor **exp_avg_sqs,
+                                          at::Tensor **state_steps, size_t n, double lr,
+                                          double beta1, double beta2, double weight_decay,
+                                          double eps, int decoupled, char *err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < n; ++i) {
+      at::Tensor param = *params[i];
+      at::Tensor grad = *grads[i];
+      at::Tensor exp_avg = *exp_avgs[i];
+      at::Tensor exp_avg_sq = *exp_avg_sqs[i];
+      at::Tensor step_t = *state_steps[i];
+      step_t.add_(1);
+      if (weight_decay != 0) {
+        if (decoupled) {
+          param.mul_(1 - lr * weight_decay);
+        } else {
+          grad = grad.add(param, weight_decay);
+        }
+      }
+      exp_avg.lerp_(grad, 1 - beta1);
+      exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+      const double step = step_t.item<double>();
+      const double bias_correction1 = 1 - std::pow(beta1, step);
+      const double bias_correction2 = 1 - std::pow(beta2, step);
+      const double step_size = lr / bias_correction1;
+      const double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
+      at::Tensor denom = exp_avg_sq.sqrt().div(bias_correction2_sqrt).add_(eps);
+      param.addcdiv_(exp_avg, denom, -step_size);
     }
   });
 }

@@ -4,10 +4,13 @@
 //! allows (chunks whose `[K·rows, V]` logits stay under [`MAX_LOGIT_ELEMENTS`]); per-row results
 //! are summed per member and type on the device, and the only host synchronisation is the final
 //! read of a `[K·7, 3]` table.
+//!
+//! [`evaluate_as_original`] is the original's evaluation, batch by batch, for runs on its random
+//! stream.
 
 use std::collections::BTreeMap;
 
-use gpt_rope::{Members, Mode};
+use gpt_rope::{Gpt, Members, Mode};
 use kg_data::FactType;
 use tch::{Device, Kind, Tensor};
 
@@ -156,6 +159,101 @@ pub fn evaluate(model: &dyn Members, split: &Split) -> Result<Vec<EvalReport>, T
         .chunks(21)
         .map(|member| report_from_sums(member, &split.counts))
         .collect())
+}
+
+/// Evaluates a single model as the original's `evaluate_split_by_type` does, for runs on its
+/// random stream: the test rows in file order in batches of `batch_size`, each batch as wide as
+/// its longest row (the original's `collate_pad`), the model's logits at each row's last
+/// position; per row the cross-entropy (`F.cross_entropy(reduction='none')`), the correctness
+/// of the argmax and the softmax probability of the answer, summed per type in double precision
+/// in row order; the macro averages over the types in the order they first appear. With a model
+/// that computes as the original ([`gpt_rope::Gpt::compute_as_original`]) the values are the
+/// original's own.
+///
+/// # Errors
+/// Model errors and libtorch failures.
+pub fn evaluate_as_original(
+    model: &Gpt,
+    split: &Split,
+    batch_size: usize,
+) -> Result<EvalReport, TrainError> {
+    let kinds: Vec<i64> = Vec::try_from(split.kinds.to_device(Device::Cpu))?;
+    // Per type, in order of first appearance: (kind index, CE, ACC, PROB sums, rows).
+    let mut sums: Vec<(usize, f64, f64, f64, usize)> = Vec::new();
+    tch::no_grad(|| -> Result<(), TrainError> {
+        for start in (0..split.n).step_by(batch_size.max(1)) {
+            let len = batch_size.min(split.n - start) as i64;
+            let rows = |t: &Tensor| t.narrow(0, start as i64, len);
+            let positions = rows(&split.positions);
+            let width = positions.max().int64_value(&[]) + 1;
+            let logits = model
+                .forward_at(
+                    &rows(&split.ids).narrow(1, 0, width),
+                    Some(&rows(&split.pad).narrow(1, 0, width)),
+                    &positions,
+                    Mode::Eval,
+                )?
+                .to_kind(Kind::Float); // (len, v)
+            let answers = rows(&split.answers);
+            let ce = logits.cross_entropy_loss::<Tensor>(
+                &answers,
+                None,
+                tch::Reduction::None,
+                -100,
+                0.0,
+            );
+            let acc = logits
+                .argmax(-1, false)
+                .eq_tensor(&answers)
+                .to_kind(Kind::Float);
+            let prob = logits
+                .softmax(-1, Kind::Float)
+                .gather(1, &answers.unsqueeze(1), false)
+                .squeeze_dim(1);
+            let host = |t: Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu));
+            let (ce, acc, prob) = (host(ce)?, host(acc)?, host(prob)?);
+            for (i, kind) in kinds[start..start + len as usize].iter().enumerate() {
+                let kind = *kind as usize;
+                let at = match sums.iter().position(|s| s.0 == kind) {
+                    Some(at) => at,
+                    None => {
+                        sums.push((kind, 0.0, 0.0, 0.0, 0));
+                        sums.len() - 1
+                    }
+                };
+                let s = &mut sums[at];
+                s.1 += f64::from(ce[i]);
+                s.2 += f64::from(acc[i]);
+                s.3 += f64::from(prob[i]);
+                s.4 += 1;
+            }
+        }
+        Ok(())
+    })?;
+    let mut per_type = BTreeMap::new();
+    let (mut ce_sum, mut acc_sum) = (0.0, 0.0);
+    for &(kind, ce, acc, prob, n) in &sums {
+        let ce = ce / n as f64;
+        let acc = acc / n as f64;
+        ce_sum += ce;
+        acc_sum += acc;
+        per_type.insert(
+            FactType::ALL[kind],
+            TypeMetrics {
+                ce,
+                ppl: ce.min(20.0).exp(),
+                acc,
+                prob: prob / n as f64,
+                n,
+            },
+        );
+    }
+    let k = sums.len().max(1) as f64;
+    Ok(EvalReport {
+        per_type,
+        macro_ce: ce_sum / k,
+        macro_acc: acc_sum / k,
+    })
 }
 
 /// Turns per-type sums (`[7 × 3]` row-major: CE, ACC, PROB) and counts into the report.

@@ -1,4 +1,5 @@
-//! Safe wrappers over the C++ shim (`csrc/shim.cpp`): the libtorch calls tch does not bind.
+//! Safe wrappers over the C++ shim (`csrc/shim.cpp`): the libtorch calls tch does not bind, and
+//! the draws of PyTorch's data loading.
 //!
 //! Every shim function catches all C++ exceptions and reports them as text; here they become
 //! [`TrainError::Optimizer`] (optimiser calls) or [`TrainError::Rng`] (generator calls). Tensors
@@ -28,6 +29,22 @@ unsafe extern "C" {
         decoupled: i32,
         grad_scale: *mut torch_sys::C_tensor,
         found_inf: *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn trainer_single_tensor_adam(
+        params: *mut *mut torch_sys::C_tensor,
+        grads: *mut *mut torch_sys::C_tensor,
+        exp_avgs: *mut *mut torch_sys::C_tensor,
+        exp_avg_sqs: *mut *mut torch_sys::C_tensor,
+        state_steps: *mut *mut torch_sys::C_tensor,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        decoupled: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
@@ -170,6 +187,53 @@ pub fn fused_adam(
             i32::from(hyper.decoupled),
             scale_ptr,
             inf_ptr,
+            err.ptr(),
+            512,
+        )
+    };
+    err.check(rc).map_err(TrainError::Optimizer)
+}
+
+/// One step of PyTorch's unfused single-tensor Adam/AdamW over `group` (what
+/// `torch.optim.Adam` runs on the CPU by default), operation for operation. Unlike
+/// [`fused_adam`], whose caller increments the step counters, it increments them itself, as
+/// PyTorch's does. No loss scaling.
+///
+/// # Errors
+/// [`TrainError::Optimizer`] when the lists differ in length or libtorch rejects the update.
+pub fn single_tensor_adam(group: &FusedGroup<'_>, hyper: FusedHyper) -> Result<(), TrainError> {
+    let n = group.params.len();
+    let lists = [group.grads, group.exp_avgs, group.exp_avg_sqs, group.steps];
+    if lists.iter().any(|l| l.len() != n) {
+        return Err(TrainError::Optimizer(format!(
+            "single-tensor Adam: {n} parameters but {:?} gradients/moments/steps",
+            lists.map(<[&Tensor]>::len)
+        )));
+    }
+    let (mut p, mut g, mut m, mut v, mut s) = (
+        handles(group.params),
+        handles(group.grads),
+        handles(group.exp_avgs),
+        handles(group.exp_avg_sqs),
+        handles(group.steps),
+    );
+    let mut err = ErrBuf::new();
+    // SAFETY: as in `fused_adam`: live `at::Tensor*` handles borrowed by `group` for the call,
+    // `n` entries in each array (checked above), a 512-byte error buffer.
+    let rc = unsafe {
+        trainer_single_tensor_adam(
+            p.as_mut_ptr(),
+            g.as_mut_ptr(),
+            m.as_mut_ptr(),
+            v.as_mut_ptr(),
+            s.as_mut_ptr(),
+            n,
+            hyper.lr,
+            hyper.betas.0,
+            hyper.betas.1,
+            hyper.weight_decay,
+            hyper.eps,
+            i32::from(hyper.decoupled),
             err.ptr(),
             512,
         )

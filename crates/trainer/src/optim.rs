@@ -7,6 +7,8 @@
 //!   kernels), which is where a step of this small model spends its time. A member's state has
 //!   the same names whether it trained alone or in an ensemble (`exp_avg.<name>`,
 //!   `exp_avg_sq.<name>`, `step.<name>`, `optimizer_steps`), so checkpoints are interchangeable.
+//!   With `AdamConfig::single_tensor` a member runs PyTorch's unfused single-tensor path instead
+//!   (the original's optimiser on the CPU, operation for operation).
 //! - [`GradScaler`]: dynamic loss scaling for float16 mixed precision, on the device.
 //! - [`reference_step`] is the plain, unfused formula of `torch.optim.Adam`/`AdamW`, used in tests
 //!   to check the fused path.
@@ -20,7 +22,7 @@ use tch::{Kind, Tensor};
 
 use crate::TrainError;
 use crate::config::OptimizerKind;
-use crate::ffi::{FusedGroup, FusedHyper, clear_grads, fused_adam};
+use crate::ffi::{FusedGroup, FusedHyper, clear_grads, fused_adam, single_tensor_adam};
 
 /// Learning rate of optimiser step `step` (1-based): `lr·step/warmup` during the warm-up, then
 /// `lr`.
@@ -43,16 +45,29 @@ pub struct AdamConfig {
     pub eps: f64,
     /// λ.
     pub weight_decay: f64,
+    /// PyTorch's unfused single-tensor path (`_single_tensor_adam`, what `torch.optim.Adam` runs
+    /// on the CPU) instead of the fused kernel: the same formula in the same operations, so the
+    /// same numbers as the original's optimiser. Slower; no loss scaling. Default false.
+    pub single_tensor: bool,
 }
 
 impl AdamConfig {
-    /// PyTorch's defaults with the given kind and weight decay.
+    /// PyTorch's defaults with the given kind and weight decay, on the fused path.
     pub fn new(kind: OptimizerKind, weight_decay: f64) -> Self {
         Self {
             kind,
             betas: (0.9, 0.999),
             eps: 1e-8,
             weight_decay,
+            single_tensor: false,
+        }
+    }
+
+    /// The same configuration on PyTorch's single-tensor path (the `single_tensor` field).
+    pub fn unfused(self) -> Self {
+        Self {
+            single_tensor: true,
+            ..self
         }
     }
 
@@ -214,15 +229,34 @@ impl Adam {
                 if active.is_empty() {
                     continue;
                 }
-                // The kernel reads the step counter; PyTorch increments it just before the call.
-                for (j, _) in &active {
-                    let _ = member.steps[*j].f_add_scalar_(1.0)?;
-                }
                 fn pick<'t>(ts: &'t [Tensor], active: &[(usize, Tensor)]) -> Vec<&'t Tensor> {
                     active.iter().map(|(j, _)| &ts[*j]).collect()
                 }
                 let grads: Vec<&Tensor> = active.iter().map(|(_, g)| g).collect();
                 let scaler = scalers.as_deref_mut().map(|s| &mut s[i]);
+                if member.cfg.single_tensor {
+                    if scaler.is_some() {
+                        return Err(TrainError::Optimizer(
+                            "the single-tensor Adam path has no loss scaling".into(),
+                        ));
+                    }
+                    // It increments the step counters itself, as PyTorch's does.
+                    single_tensor_adam(
+                        &FusedGroup {
+                            params: &pick(&member.values, &active),
+                            grads: &grads,
+                            exp_avgs: &pick(&member.exp_avg, &active),
+                            exp_avg_sqs: &pick(&member.exp_avg_sq, &active),
+                            steps: &pick(&member.steps, &active),
+                        },
+                        member.cfg.hyper(lrs[i]),
+                    )?;
+                    continue;
+                }
+                // The kernel reads the step counter; PyTorch increments it just before the call.
+                for (j, _) in &active {
+                    let _ = member.steps[*j].f_add_scalar_(1.0)?;
+                }
                 if let Some(s) = &scaler {
                     s.check(&grads)?;
                 }

@@ -31,7 +31,7 @@
 //! one at each epoch's end (the epoch loss, which also catches a non-finite loss), and one per
 //! evaluation. Everything else stays on the device.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +48,7 @@ use crate::analysis::{Analysis, GeometryClock, analyse_epoch};
 use crate::checkpoint::{self, Loaded, Position, Sidecar};
 use crate::config::{DeviceChoice, RunConfig, TrainConfig, TrainRng, batching, keys};
 use crate::data::DeviceData;
-use crate::eval::{EvalReport, evaluate, row_metrics};
+use crate::eval::{EvalReport, evaluate, evaluate_as_original, row_metrics};
 use crate::ffi;
 use crate::optim::{Adam, AdamConfig, GradScaler, lr_at};
 use crate::run_dir::{self, Ending, RunDirLock};
@@ -169,7 +169,8 @@ pub fn torch_epoch_order(n: usize) -> Result<Vec<i64>, TrainError> {
 /// Builds the model of a single run under `vs` from its seed: on our stream
 /// ([`TrainRng::Ours`]) [`Gpt::new`] after `tch::manual_seed(seed)`; on the original's
 /// ([`TrainRng::Torch`]) then `tch::manual_seed(seed)` again and [`Gpt::init_as_original`], so
-/// that the weights and the generator stand where the original's stand after building its model.
+/// that the weights and the generator stand where the original's stand after building its model,
+/// and the model computes as the original ([`Gpt::compute_as_original`]).
 ///
 /// # Errors
 /// Model errors (an invalid configuration).
@@ -179,10 +180,11 @@ pub fn build_model(
     train: &TrainConfig,
 ) -> Result<Gpt, TrainError> {
     tch::manual_seed(train.seed as i64);
-    let gpt = Gpt::new(vs, cfg)?;
+    let mut gpt = Gpt::new(vs, cfg)?;
     if train.rng == TrainRng::Torch {
         tch::manual_seed(train.seed as i64);
         gpt.init_as_original()?;
+        gpt.compute_as_original();
     }
     Ok(gpt)
 }
@@ -288,12 +290,20 @@ pub fn run_members(
         let seeds: Vec<u64> = cfgs.iter().map(|c| c.train.seed).collect();
         Model::Batched(GptEnsemble::from_seeds(&vs.root(), &gpt_cfg, &seeds)?)
     };
+    let amp = cfgs[0].train.use_amp && device.is_cuda();
+    // The original's stream also takes the original's optimiser where it ran it: PyTorch's
+    // single-tensor Adam (its CPU default) wherever no loss scaling is needed.
     let adam_cfgs = cfgs
         .iter()
-        .map(|c| AdamConfig::new(c.train.optimizer, c.train.weight_decay))
+        .map(|c| {
+            let adam = AdamConfig::new(c.train.optimizer, c.train.weight_decay);
+            match c.train.rng {
+                TrainRng::Torch if !amp => adam.unfused(),
+                _ => adam,
+            }
+        })
         .collect();
     let mut opt = Adam::for_model(model.members(), adam_cfgs)?;
-    let amp = cfgs[0].train.use_amp && device.is_cuda();
     let scalers = amp.then(|| cfgs.iter().map(|_| GradScaler::new(device)).collect());
 
     let fingerprint = ds.fingerprint();
@@ -754,6 +764,7 @@ impl Trainer {
         let device = data.train.ids.device();
         let (n, w) = (data.train.n, data.train.ids.size()[1]);
         let k = self.members.len() as i64;
+        let torch = first.rng == TrainRng::Torch;
         let interrupted = || {
             opts.interrupt
                 .as_ref()
@@ -798,23 +809,55 @@ impl Trainer {
             let orders = Tensor::from_slice(&orders)
                 .view([k, n as i64])
                 .to_device(device); // (K, n)
+            // On the original's stream the epoch loss is its own: each batch's loss read back and
+            // weighed by its rows, summed in double precision (one member).
+            let mut running: f64 = if torch { sums[0] } else { 0.0 };
             let sums: Vec<f32> = sums.iter().map(|&x| x as f32).collect();
             let mut loss_sum = Tensor::from_slice(&sums).to_device(device); // (K)
             let mut batches = skip as i64;
-            for (bi, start) in (0..n).step_by(first.batch_size).enumerate().skip(skip) {
-                if interrupted() {
-                    let partial: Vec<f32> = Vec::try_from(loss_sum.to_device(Device::Cpu))?;
-                    self.stopped_in_epoch =
-                        Some((bi, partial.into_iter().map(f64::from).collect()));
+            // On the original's stream with dropout, the batches done before a mid-epoch stop
+            // are run forward again (without gradients) for their dropout draws, so that the
+            // generator, restored to the epoch's start, stands where the stopped run left it.
+            let replay = torch && self.members[0].cfg.model.dropout > 0.0;
+            for (bi, start) in (0..n).step_by(first.batch_size).enumerate() {
+                if bi < skip && !replay {
+                    continue;
+                }
+                if bi >= skip && interrupted() {
+                    let partial: Vec<f64> = if torch {
+                        vec![running]
+                    } else {
+                        let partial: Vec<f32> = Vec::try_from(loss_sum.to_device(Device::Cpu))?;
+                        partial.into_iter().map(f64::from).collect()
+                    };
+                    self.stopped_in_epoch = Some((bi, partial));
                     return Err(TrainError::Interrupted);
                 }
                 let len = first.batch_size.min(n - start) as i64;
                 let index = orders.narrow(1, start as i64, len).reshape([k * len]); // (K·len)
                 let (ids, pad, positions, answers) = data.train.gather(&index);
-                let ids = ids.view([k, len, w]); // (K, len, w)
-                let pad = pad.view([k, len, w]); // (K, len, w)
+                let mut ids = ids.view([k, len, w]); // (K, len, w)
+                let mut pad = pad.view([k, len, w]); // (K, len, w)
                 let positions = positions.view([k, len]); // (K, len)
                 let answers = answers.view([k, len]); // (K, len)
+                if torch {
+                    // As wide as the batch's longest row, as the original's `collate_pad` pads
+                    // it: the shapes its dropout masks are drawn in.
+                    let width = positions.max().int64_value(&[]) + 1;
+                    ids = ids.narrow(2, 0, width);
+                    pad = pad.narrow(2, 0, width);
+                }
+                if bi < skip {
+                    tch::no_grad(|| {
+                        self.model.members().forward_at_members(
+                            &ids,
+                            Some(&pad),
+                            &positions,
+                            Mode::Train,
+                        )
+                    })?;
+                    continue;
+                }
                 let logits = tch::autocast(self.scalers.is_some(), || {
                     self.model.members().forward_at_members(
                         &ids,
@@ -841,7 +884,11 @@ impl Trainer {
                     .map(|m| lr_at(m.cfg.train.lr, m.cfg.train.warmup_steps, step))
                     .collect();
                 self.opt.step(&lrs, self.scalers.as_deref_mut())?;
-                loss_sum += losses.detach();
+                if torch {
+                    running += losses.f_double_value(&[0])? * len as f64;
+                } else {
+                    loss_sum += losses.detach();
+                }
                 batches += 1;
                 let due: Vec<bool> = self
                     .members
@@ -849,14 +896,19 @@ impl Trainer {
                     .map(|m| m.alive() && (bi == 0 || step % m.cfg.train.log_every as u64 == 0))
                     .collect();
                 if due.iter().any(|&d| d) {
-                    self.log_batch(&logits, &answers, &due, &lrs)?;
+                    self.log_batch(&logits, &answers, &losses, &due, &lrs)?;
                 }
             }
-            let ce_epoch: Vec<f32> = Vec::try_from(
-                (loss_sum / batches as f64)
-                    .to_kind(Kind::Float)
-                    .to_device(Device::Cpu),
-            )?;
+            let ce_epoch: Vec<f64> = if torch {
+                vec![running / n as f64]
+            } else {
+                let ce: Vec<f32> = Vec::try_from(
+                    (loss_sum / batches as f64)
+                        .to_kind(Kind::Float)
+                        .to_device(Device::Cpu),
+                )?;
+                ce.into_iter().map(f64::from).collect()
+            };
             let train_seconds = started.elapsed().as_secs_f64();
             self.epoch = epoch;
             for (member, &ce) in self.members.iter_mut().zip(&ce_epoch) {
@@ -870,7 +922,7 @@ impl Trainer {
                     member.failed = Some(TrainError::NonFinite {
                         epoch,
                         global_step: self.global_step,
-                        value: f64::from(ce),
+                        value: ce,
                         kept: match &member.saved {
                             Some(saved) => format!("the last good checkpoint is kept: {saved}"),
                             None => "no checkpoint had been written yet".into(),
@@ -891,13 +943,18 @@ impl Trainer {
                 ffi::draw_loader_seed()?;
             }
             let eval_started = Instant::now();
-            let reports = evaluate(self.model.members(), &data.test)?;
+            let reports = match self.model.members().as_gpt() {
+                Some(gpt) if torch => {
+                    vec![evaluate_as_original(gpt, &data.test, first.batch_size)?]
+                }
+                _ => evaluate(self.model.members(), &data.test)?,
+            };
             let eval_seconds = eval_started.elapsed().as_secs_f64();
             for (i, report) in reports.into_iter().enumerate() {
                 if !self.members[i].alive() {
                     continue;
                 }
-                let ce = f64::from(ce_epoch[i]);
+                let ce = ce_epoch[i];
                 if let Err(e) =
                     self.finish_epoch(i, epoch, ce, report, eval_seconds, opts.quiet, &bar)
                 {
@@ -919,15 +976,36 @@ impl Trainer {
         Ok(())
     }
 
-    /// Logs the training row of every member that is `due`.
+    /// Logs the training row of every member that is `due`: the batch's mean CE, ACC and PROB
+    /// (on the original's stream as the original computes them: its loss, the mean correctness
+    /// of the argmax, the mean softmax probability of the answer).
     fn log_batch(
         &mut self,
         logits: &[Tensor],
         answers: &Tensor,
+        losses: &Tensor,
         due: &[bool],
         lrs: &[f64],
     ) -> Result<(), TrainError> {
+        let torch = self.members[0].cfg.train.rng == TrainRng::Torch;
         let m = tch::no_grad(|| {
+            if torch {
+                let rows: Vec<Tensor> = logits
+                    .iter()
+                    .zip(answers.unbind(0))
+                    .zip(losses.detach().unbind(0))
+                    .map(|((l, a), loss)| {
+                        let l = l.detach().to_kind(Kind::Float);
+                        let acc = l.argmax(-1, false).eq_tensor(&a).to_kind(Kind::Float);
+                        let prob = l
+                            .softmax(-1, Kind::Float)
+                            .gather(1, &a.unsqueeze(1), false)
+                            .squeeze_dim(1);
+                        Tensor::stack(&[loss, acc.mean(Kind::Float), prob.mean(Kind::Float)], 0)
+                    })
+                    .collect();
+                return Tensor::stack(&rows, 0); // (K, 3)
+            }
             let rows: Vec<Tensor> = logits
                 .iter()
                 .zip(answers.unbind(0))
@@ -1011,7 +1089,11 @@ impl Trainer {
                 );
                 match bar {
                     Some(bar) => bar.println(table),
-                    None => println!("{table}"),
+                    // A closed stdout (`train | head`) must not stop the run; the values are
+                    // in metrics.jsonl.
+                    None => {
+                        let _ = writeln!(std::io::stdout(), "{table}");
+                    }
                 }
             }
         }

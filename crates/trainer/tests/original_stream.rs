@@ -1,10 +1,12 @@
-//! `rng = "torch"` against a run of the Python original (`tests/fixtures/original-run-e10/`,
-//! written by `scripts/original-run-fixture.py`: the original's `train()` on the repository's
-//! original-made dataset, seed 42, its default hyper-parameters, 100 epochs, one CPU thread):
-//! the initial weights are the original's bit for bit, the epochs visit the rows in the
-//! original's order, and training follows the original's per-epoch evaluation (ACC identical for
-//! every type at every epoch, PROB within 1e-4). A resumed run equals the uninterrupted one, and
-//! what the stream cannot reproduce is refused naming the key.
+//! `rng = "torch"` against runs of the Python original (`tests/fixtures/original-run-e10/` and
+//! `original-run-e10-dropout/`, written by `scripts/original-run-fixture.py`: the original's
+//! `train()` on the repository's original-made dataset, seed 42, its default hyper-parameters,
+//! one CPU thread; 100 epochs, and 30 with dropout 0.1): the initial weights are the original's
+//! bit for bit, the epochs visit the rows in the original's order, and training follows the
+//! original's logged rows (every type's ACC identical at every epoch, PROB within 1e-4; on the
+//! machine kind the fixtures were made on, every logged value is the original's bit for bit,
+//! which the tests print). A resumed run equals the uninterrupted one, and what the stream cannot
+//! reproduce is refused naming the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,10 @@ fn repo() -> PathBuf {
 
 fn fixture() -> PathBuf {
     repo().join("tests/fixtures/original-run-e10")
+}
+
+fn dropout_fixture() -> PathBuf {
+    repo().join("tests/fixtures/original-run-e10-dropout")
 }
 
 fn dataset() -> PathBuf {
@@ -57,12 +63,12 @@ fn quiet() -> RunOptions {
     }
 }
 
-/// The fixture's run: `configs/original.toml` with the original's `default.yaml` values it
-/// differs in (two layers), on the original's stream, one thread, on the CPU, `epochs` epochs,
-/// nothing but the metrics log.
-fn original_run(save_dir: &Path, epochs: usize) -> RunConfig {
+/// The run of the fixture in `fixture`: `configs/original.toml` with the settings the original
+/// ran with (its `default.yaml` has two layers), on the original's stream, one thread, on the
+/// CPU, `epochs` epochs, nothing but the metrics log.
+fn run_of(fixture: &Path, save_dir: &Path, epochs: usize) -> RunConfig {
     let mut cfg = RunConfig::from_file(&repo().join("configs/original.toml")).unwrap();
-    let recorded = &json(&fixture().join("initial-weights.json"))["config"];
+    let recorded = &json(&fixture.join("initial-weights.json"))["config"];
     cfg.model.n_layer = recorded["n_layer"].as_i64().unwrap();
     cfg.model.d_model = recorded["d_model"].as_i64().unwrap();
     cfg.model.n_head = recorded["n_head"].as_i64().unwrap();
@@ -80,6 +86,11 @@ fn original_run(save_dir: &Path, epochs: usize) -> RunConfig {
     cfg.train.plots = false;
     cfg.wandb.use_wandb = false;
     cfg
+}
+
+/// [`run_of`] the dropout-free fixture.
+fn original_run(save_dir: &Path, epochs: usize) -> RunConfig {
+    run_of(&fixture(), save_dir, epochs)
 }
 
 /// The model of the fixture's configuration, built as `train --rng torch` builds it.
@@ -174,12 +185,46 @@ const TYPES: [&str; 5] = [
     "ood_analogical",
 ];
 
-/// Compares our metrics log with the original's for its first `epochs` epochs: ACC identical
-/// for every type at every epoch, PROB within 1e-4, CE close; returns the largest PROB and
-/// macro CE differences.
-fn follows_the_original(ours: &[Value], epochs: u64) -> (f64, f64) {
-    let theirs = rows(&fixture().join("metrics.jsonl"));
-    let (ours, theirs) = (epoch_rows(ours), epoch_rows(&theirs));
+/// How our metrics log compares with the original's.
+struct Comparison {
+    /// Largest PROB difference over types and epochs.
+    dprob: f64,
+    /// Largest macro CE difference.
+    dce: f64,
+    /// Values of the original's rows (batch and epoch rows) that ours has bit for bit, and all.
+    identical: (usize, usize),
+}
+
+/// Compares our metrics log with the original's (in `fixture`) for its first `epochs` epochs:
+/// ACC identical for every type at every epoch, PROB within 1e-4, macro CE within 1e-3; counts
+/// the values of the original's rows that are ours bit for bit.
+fn follows_the_original(ours: &[Value], fixture: &Path, epochs: u64) -> Comparison {
+    let theirs_log = rows(&fixture.join("metrics.jsonl"));
+    let steps: BTreeMap<u64, &Value> = ours
+        .iter()
+        .filter(|r| r.get("train/CE_last").is_some())
+        .map(|r| (r["global_step"].as_u64().unwrap(), r))
+        .collect();
+    let (ours, theirs) = (epoch_rows(ours), epoch_rows(&theirs_log));
+    let mut identical = (0, 0);
+    for row in &theirs_log {
+        let mine = match row.get("epoch").and_then(Value::as_u64) {
+            Some(e) if e > epochs => continue,
+            Some(e) => ours.get(&e).copied(),
+            None if row["global_step"].as_u64().unwrap()
+                > theirs[&epochs]["global_step"].as_u64().unwrap() =>
+            {
+                continue;
+            }
+            None => steps.get(&row["global_step"].as_u64().unwrap()).copied(),
+        };
+        for (key, value) in row.as_object().unwrap() {
+            identical.1 += 1;
+            if mine.and_then(|m| m.get(key)).and_then(Value::as_f64) == value.as_f64() {
+                identical.0 += 1;
+            }
+        }
+    }
     assert!(theirs.len() as u64 >= epochs && ours.len() as u64 >= epochs);
     let (mut dprob, mut dce) = (0f64, 0f64);
     for epoch in 1..=epochs {
@@ -215,7 +260,11 @@ fn follows_the_original(ours: &[Value], epochs: u64) -> (f64, f64) {
         );
         dce = dce.max(d);
     }
-    (dprob, dce)
+    Comparison {
+        dprob,
+        dce,
+        identical,
+    }
 }
 
 #[test]
@@ -227,10 +276,40 @@ fn training_follows_the_originals_trajectory() {
     let started = std::time::Instant::now();
     trainer::run(cfg.clone(), quiet()).unwrap();
     let log = rows(&cfg.train.save_dir.join("metrics.jsonl"));
-    let (dprob, dce) = follows_the_original(&log, epochs as u64);
+    report(
+        "no dropout",
+        &follows_the_original(&log, &fixture(), epochs as u64),
+        epochs,
+        started,
+    );
+}
+
+fn report(what: &str, c: &Comparison, epochs: usize, started: std::time::Instant) {
     eprintln!(
-        "{epochs} epochs in {:.1} s: max |ΔPROB| {dprob:.2e}, max |Δ macro CE| {dce:.2e}",
-        started.elapsed().as_secs_f64()
+        "{what}: {epochs} epochs in {:.1} s: max |ΔPROB| {:.2e}, max |Δ macro CE| {:.2e}; {} of {} logged values bit for bit the original's",
+        started.elapsed().as_secs_f64(),
+        c.dprob,
+        c.dce,
+        c.identical.0,
+        c.identical.1
+    );
+}
+
+#[test]
+fn dropout_masks_are_the_originals() {
+    let _rng = rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let epochs = 30;
+    let cfg = run_of(&dropout_fixture(), &tmp.path().join("run"), epochs);
+    assert_eq!(cfg.model.dropout, 0.1);
+    let started = std::time::Instant::now();
+    trainer::run(cfg.clone(), quiet()).unwrap();
+    let log = rows(&cfg.train.save_dir.join("metrics.jsonl"));
+    report(
+        "dropout 0.1",
+        &follows_the_original(&log, &dropout_fixture(), epochs as u64),
+        epochs,
+        started,
     );
 }
 
@@ -257,12 +336,12 @@ fn same_rows(resumed: &[Value], straight: &[Value], how: &str) {
     }
 }
 
-#[test]
-fn a_resumed_run_equals_the_uninterrupted_one() {
-    let _rng = rng_lock();
-    let tmp = tempfile::tempdir().unwrap();
+/// Runs of `fixture`'s configuration stopped at an epoch's end and in the middle of an epoch,
+/// then resumed, give the metrics of the uninterrupted run, row for row; returns a resumable
+/// run directory's configuration.
+fn resumes_exactly(fixture: &Path, tmp: &Path) -> RunConfig {
     let run = |name: &str, epochs: usize| {
-        let mut cfg = original_run(&tmp.path().join(name), epochs);
+        let mut cfg = run_of(fixture, &tmp.join(name), epochs);
         cfg.train.log_every = 1;
         cfg.train.checkpoint_seconds = 0.0;
         cfg
@@ -271,7 +350,7 @@ fn a_resumed_run_equals_the_uninterrupted_one() {
     trainer::run(straight.clone(), quiet()).unwrap();
     let want = rows(&straight.train.save_dir.join("metrics.jsonl"));
     assert_eq!(epoch_rows(&want).len(), 5);
-    follows_the_original(&want, 5);
+    follows_the_original(&want, fixture, 5);
 
     // Stopped at an epoch's end, resumed with more epochs.
     let mut at_end = run("at-end", 2);
@@ -307,23 +386,44 @@ fn a_resumed_run_equals_the_uninterrupted_one() {
         &want,
         "mid-epoch",
     );
+    at_end
+}
 
+#[test]
+fn a_resumed_run_equals_the_uninterrupted_one() {
+    let _rng = rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let done = resumes_exactly(&fixture(), tmp.path());
     // The stream is part of what a checkpoint resumes.
-    let mut other = at_end.clone();
+    let mut other = done;
     other.train.rng = TrainRng::Ours;
     other.train.epochs = 6;
-    let err = trainer::run(other, resume()).unwrap_err().to_string();
+    let resume = RunOptions {
+        resume: true,
+        ..quiet()
+    };
+    let err = trainer::run(other, resume).unwrap_err().to_string();
     assert!(err.contains("`rng`"), "{err}");
+}
+
+#[test]
+fn a_resumed_run_with_dropout_equals_the_uninterrupted_one() {
+    let _rng = rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    resumes_exactly(&dropout_fixture(), tmp.path());
 }
 
 #[test]
 fn what_the_stream_cannot_reproduce_is_refused_naming_the_key() {
     let _rng = rng_lock();
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = original_run(&tmp.path().join("dropout"), 1);
-    cfg.model.dropout = 0.1;
+    let mut cfg = original_run(&tmp.path().join("tied"), 1);
+    cfg.model.tie_weights = true;
     let err = trainer::run(cfg, quiet()).unwrap_err().to_string();
-    assert!(err.contains("`rng`") && err.contains("`dropout`"), "{err}");
+    assert!(
+        err.contains("`rng`") && err.contains("`tie_weights`"),
+        "{err}"
+    );
 
     let a = original_run(&tmp.path().join("a"), 1);
     let mut b = original_run(&tmp.path().join("b"), 1);
@@ -333,4 +433,33 @@ fn what_the_stream_cannot_reproduce_is_refused_naming_the_key() {
         .to_string();
     assert!(err.contains("`rng`") && err.contains("ensemble"), "{err}");
     assert!(!tmp.path().join("a").join("metrics.jsonl").exists());
+}
+
+#[test]
+fn our_stream_is_what_it_was() {
+    let _rng = rng_lock();
+    // The default stream's order: ChaCha20 of `mix_seed(seed, epoch)`, pinned (a change here
+    // changes every run made on our stream).
+    let order = trainer::train::epoch_order(149, 42, 1);
+    assert_eq!(
+        order[..12],
+        [102, 57, 115, 95, 41, 9, 38, 66, 137, 11, 67, 79],
+        "our stream's first epoch"
+    );
+    // Without the key a run is on our stream, which is not the original's; `rng = "ours"`
+    // is recorded as no key at all.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ours = original_run(&tmp.path().join("ours"), 2);
+    ours.train.rng = TrainRng::default();
+    assert_eq!(ours.train.rng, TrainRng::Ours);
+    trainer::run(ours.clone(), quiet()).unwrap();
+    let recorded = std::fs::read_to_string(ours.train.save_dir.join("config.toml")).unwrap();
+    assert!(!recorded.contains("rng ="), "{recorded}");
+    let ours_log = rows(&ours.train.save_dir.join("metrics.jsonl"));
+    let theirs = rows(&fixture().join("metrics.jsonl"));
+    assert_ne!(
+        epoch_rows(&ours_log)[&1]["val/macro/CE"],
+        epoch_rows(&theirs)[&1]["val/macro/CE"],
+        "our stream is not the original's"
+    );
 }
