@@ -165,8 +165,12 @@ def tests(log):
     results = dict(re.findall(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", text, re.M))
     failed = [t for t, r in results.items() if r == "FAILED"]
     no_cuda = len(re.findall(r"no CUDA device", text))
-    print(json.dumps({"passed": sum(r == "ok" for r in results.values()), "failed": failed,
-                      "no_cuda_messages": no_cuda, "results": results}))
+    passed = sum(r == "ok" for r in results.values())
+    # Three lines: the counts, a summary, the JSON.
+    print(len(failed), no_cuda)
+    print(f"{passed} passed, {len(failed)} failed" + (": " + ", ".join(failed) if failed else ""))
+    print(json.dumps({"passed": passed, "failed": failed, "no_cuda_messages": no_cuda,
+                      "results": results}))
 
 def timings(path, wall):
     t = json.load(open(path))
@@ -193,13 +197,18 @@ def members(printed, dir, k):
         paths.append(p)
     print(" ".join(paths))
 
-def original_config(path, data_dir, save_dir, epochs, use_amp):
-    # configs/original.toml's settings in the original's YAML layout (JSON is YAML).
-    cfg = {"data_dir": data_dir, "save_dir": save_dir, "d_model": 128, "n_layer": 1,
-           "n_head": 1, "dropout": 0.0, "max_len": 64, "batch_size": 64,
-           "epochs": int(epochs), "lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 0,
-           "use_amp": use_amp == "true", "use_wandb": False, "log_every": 50,
-           "eval_every": 1000000, "save_every": 0, "num_workers": 0, "seed": 42}
+def original_config(printed, path, data_dir, save_dir, epochs, use_amp):
+    # Our resolved configuration in the original's YAML layout (JSON is YAML): the same model,
+    # optimiser, batch and seed; no W&B, no checkpoints, no worker processes.
+    import tomllib
+    c = tomllib.load(open(printed, "rb"))
+    m, t = c["model"], c["train"]
+    cfg = {k: m[k] for k in ("d_model", "n_layer", "n_head", "dropout", "max_len")}
+    cfg.update({k: t[k] for k in ("batch_size", "lr", "weight_decay", "warmup_steps", "seed",
+                                  "log_every")})
+    cfg.update({"data_dir": data_dir, "save_dir": save_dir, "epochs": int(epochs),
+                "use_amp": use_amp == "true", "use_wandb": False, "eval_every": 10**9,
+                "save_every": 0, "num_workers": 0})
     json.dump(cfg, open(path, "w"), indent=1)
 
 if __name__ == "__main__":
@@ -255,7 +264,7 @@ else
   fi
 fi
 bin=$unpacked/bin
-step bundle 60 py verify "$root" "$unpacked"
+step bundle 60 python3 "$work/dc.py" verify "$root" "$unpacked"
 if [ "$step_rc" = 0 ]; then
   record bundle pass "$step_seconds" "$(tail -n 1 "$step_log")"
 else
@@ -280,6 +289,7 @@ export RUST_BACKTRACE=0
 gpu=$(timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
 torch_py=$(timeout 60 python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())' 2>/dev/null || echo "no torch in python3")
 machine=$(python3 -c 'import json, os, platform, sys; print(json.dumps({"gpu": sys.argv[1] or None, "python3_torch": sys.argv[2], "torch_lib": sys.argv[3] or None, "cpus": os.cpu_count(), "platform": platform.platform()}))' "$gpu" "$torch_py" "$torch_lib")
+# shellcheck disable=SC2016  # expanded by the inner shell
 step libraries 30 bash -c 'ldd "$1"/train; for t in "$1"/tests/*; do ldd "$t" | grep "not found"; done; true' _ "$bin"
 missing=$(grep -c "not found" "$step_log")
 cuda_so=$(awk '$1 == "libtorch_cuda.so" { print $3 }' "$step_log")
@@ -322,10 +332,7 @@ for exe in "$bin"/tests/*; do
   case "$name" in *ensemble*) limit=200 ;; esac
   step "$name" "$limit" "$exe" --ignored --test-threads=1
   if [ "$step_rc" = 99 ]; then skipped_for_time "$name"; continue; fi
-  parsed=$(py tests "$step_log")
-  summary=$(python3 -c 'import json, sys; d = json.loads(sys.argv[1]); print(f"{d[\"passed\"]} passed, {len(d[\"failed\"])} failed" + (": " + ", ".join(d["failed"]) if d["failed"] else ""))' "$parsed")
-  nfailed=$(python3 -c 'import json, sys; print(len(json.loads(sys.argv[1])["failed"]))' "$parsed")
-  nnocuda=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["no_cuda_messages"])' "$parsed")
+  { read -r nfailed nnocuda; read -r summary; read -r parsed; } < <(py tests "$step_log")
   if [ "$step_rc" = 0 ] && [ "$nfailed" = 0 ]; then
     record "$name" pass "$step_seconds" "$summary" "tests=$parsed"
   elif [ "$step_rc" = 101 ] && [ "$mode" = rehearsal ] && [ "$nfailed" -gt 0 ] && [ "$nnocuda" -ge "$nfailed" ]; then
@@ -359,6 +366,7 @@ bench() {
     record "$name" fail "$step_seconds" "exit $step_rc: $(why "$step_log")"
   fi
 }
+"$train" --config "$root/configs/original.toml" --print_config >"$work/printed.toml" 2>"$logs/print_config.log"
 bench bench_cuda_amp cuda true 90
 bench bench_cuda_fp32 cuda false 90
 
@@ -371,10 +379,12 @@ if [ ! -f "$src/train.py" ]; then
 elif [ -z "$python_torch" ]; then
   record bench_original skip 0 "python3 has no torch here"
 else
-  py original-config "$work/original-1.yaml" "$data" "$runs/original-1" 1 true
-  py original-config "$work/original-n.yaml" "$data" "$runs/original-n" "$epochs" true
+  py original-config "$work/printed.toml" "$work/original-1.yaml" "$data" "$runs/original-1" 1 true
+  py original-config "$work/printed.toml" "$work/original-n.yaml" "$data" "$runs/original-n" "$epochs" true
+  # shellcheck disable=SC2016  # expanded by the inner shell
   step bench_original_1 60 bash -c 'cd "$1" && exec python3 train.py --config "$2"' _ "$src" "$work/original-1.yaml"
   one_rc=$step_rc one_s=$step_seconds
+  # shellcheck disable=SC2016  # expanded by the inner shell
   step bench_original 150 bash -c 'cd "$1" && exec python3 train.py --config "$2"' _ "$src" "$work/original-n.yaml"
   if [ "$step_rc" = 99 ]; then
     skipped_for_time bench_original
@@ -391,7 +401,6 @@ fi
 # The batched ensemble at each K (on CUDA; on the CPU in a rehearsal).
 ens_device=cuda
 [ "$mode" = rehearsal ] && ens_device=cpu
-"$train" --config "$root/configs/original.toml" --print_config >"$work/printed.toml" 2>"$logs/print_config.log"
 for k in $ens_k; do
   name=bench_ensemble_k$k
   dir=$runs/ensemble-k$k
