@@ -3,11 +3,19 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs `gen`; whatever a fault does, it answers with an exit status and a message, never a
+/// panic.
 fn run_gen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gen"))
+    let out = Command::new(env!("CARGO_BIN_EXE_gen"))
         .args(args)
         .output()
-        .expect("running gen")
+        .expect("running gen");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() != Some(101) && !stderr.contains("panicked"),
+        "gen panicked: {stderr}"
+    );
+    out
 }
 
 fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {

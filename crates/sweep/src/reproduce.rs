@@ -173,23 +173,20 @@ pub fn draw(sweep: &Sweep, outcomes: &[Outcome]) -> Result<FigureSummary> {
                 ]
             })
             .find(|p| p.is_file());
-        match first {
-            Some(path) => {
-                let snaps = plots::read_pca(&path)?;
-                let run = path
-                    .parent()
-                    .and_then(Path::file_name)
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let pca = plots::pca_plot(
-                    &snaps,
-                    &format!("{title}, run {run}"),
-                    &sweep.dir().join("figure-pca"),
-                )?;
-                figures.extend([file_name(&pca.png), file_name(&pca.svg)]);
-            }
-            // No run with snapshots yet: the summary lists no PCA figure.
-            None => {}
+        // No run with snapshots yet: the summary lists no PCA figure.
+        if let Some(path) = first {
+            let snaps = plots::read_pca(&path)?;
+            let run = path
+                .parent()
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let pca = plots::pca_plot(
+                &snaps,
+                &format!("{title}, run {run}"),
+                &sweep.dir().join("figure-pca"),
+            )?;
+            figures.extend([file_name(&pca.png), file_name(&pca.svg)]);
         }
     }
     let summaries = groups
