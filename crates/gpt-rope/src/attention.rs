@@ -4,11 +4,10 @@
 //! (one linear layer, or K batched ones) and hands the projected tensors to these helpers with
 //! the members folded into the rows (`rows` = `b`, or `K·b`).
 //!
-//! Three forms:
+//! Two forms:
 //! - [`Heads::attend`]: every query position (`[rows, t, 3c]` → `[rows, t, c]`), optionally
-//!   keeping the attention weights for analysis;
-//! - [`Heads::attend_as_original`]: the same in the original's operations (its division, its
-//!   softmax and dropout), for a model that computes as the original;
+//!   keeping the attention weights for analysis, and in the original's operations when the
+//!   layer computes as the original ([`Heads::as_original`]);
 //! - [`Heads::attend_at`]: one query position per row (keys and values at every position, the
 //!   query only where the answer is read), the cheap path of the last block.
 
@@ -23,6 +22,12 @@ pub(crate) struct Heads {
     pub n_head: i64,
     /// Size of each head (`c / n_head`, even).
     pub head_dim: i64,
+    /// Attend in the original's operations (`CausalSelfAttentionRoPE`): scores `q·kᵀ / √hd` (a
+    /// division, as the original writes it), masked to −∞, softmax in the input's dtype,
+    /// dropout on the weights drawn as its `attn_drop`, times `v`; so that the same weights give
+    /// the same numbers and the same dropout masks. Otherwise the fused kernel (or, keeping the
+    /// weights, its arithmetic written out).
+    pub as_original: bool,
 }
 
 impl Heads {
@@ -34,6 +39,8 @@ impl Heads {
     /// - `p_drop`: attention dropout probability (0 outside training);
     /// - `weights`: when given, the explicit path is taken and the attention weights
     ///   `[rows, n_head, t, t]` (before dropout) are pushed onto it.
+    ///
+    /// With [`Heads::as_original`], the original's operations whether or not `weights` is given.
     ///
     /// # Returns
     /// `[rows, t, c]`, heads concatenated in head order.
@@ -51,50 +58,39 @@ impl Heads {
         let k = rope.apply(&qkv.get(1)); // (rows, nh, t, hd)
         let v = qkv.get(2); // (rows, nh, t, hd)
         let train = p_drop > 0.0;
-        let ys = match weights {
-            Some(kept) => {
-                // The explicit path: the arithmetic of the fused kernel, with the weights kept.
-                let scale = 1.0 / (self.head_dim as f64).sqrt();
-                let scores = q.matmul(&k.transpose(-2, -1)) * scale; // (rows, nh, t, t)
-                let scores = scores.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
-                let w = scores.softmax(-1, Kind::Float).to_kind(q.kind()); // (rows, nh, t, t)
-                let ys = w.dropout(p_drop, train).matmul(&v);
+        let ys = if self.as_original {
+            let scores = q.matmul(&k.transpose(-2, -1)) / (self.head_dim as f64).sqrt(); // (rows, nh, t, t)
+            let w = scores
+                .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY)
+                .softmax(-1, q.kind());
+            let ys = w.dropout(p_drop, train).matmul(&v);
+            if let Some(kept) = weights {
                 kept.push(w);
-                ys
             }
-            None => sdpa(&q, &k, &v, allowed, p_drop),
+            ys
+        } else {
+            match weights {
+                Some(kept) => {
+                    // The explicit path: the arithmetic of the fused kernel, with the weights kept.
+                    let scale = 1.0 / (self.head_dim as f64).sqrt();
+                    let scores = q.matmul(&k.transpose(-2, -1)) * scale; // (rows, nh, t, t)
+                    let scores = scores.masked_fill(&allowed.logical_not(), f64::NEG_INFINITY);
+                    let w = scores.softmax(-1, Kind::Float).to_kind(q.kind()); // (rows, nh, t, t)
+                    let ys = w.dropout(p_drop, train).matmul(&v);
+                    kept.push(w);
+                    ys
+                }
+                None => sdpa(&q, &k, &v, allowed, p_drop),
+            }
         }; // (rows, nh, t, hd)
-        Ok(ys
-            .transpose(1, 2)
-            .contiguous()
-            .view([rows, t, self.n_head * self.head_dim])) // (rows, t, c)
+        Ok(self.merge(&ys, rows, t)) // (rows, t, c)
     }
 
-    /// Attention at every position in the original's operations (`CausalSelfAttentionRoPE`):
-    /// scores `q·kᵀ / √head_dim` (a division, as the original writes it), masked to −∞, softmax,
-    /// dropout on the weights (`[rows, n_head, t, t]`, drawn as the original's `attn_drop`),
-    /// times `v`. The same arguments and result as [`Heads::attend`].
-    pub fn attend_as_original(
-        &self,
-        qkv: &Tensor,
-        rope: &Rope,
-        allowed: &Tensor,
-        p_drop: f64,
-    ) -> Result<Tensor, ModelError> {
-        let (rows, t, _) = qkv.size3()?;
-        let qkv = self.split(qkv, rows, t, 3); // (3, rows, nh, t, hd)
-        let q = rope.apply(&qkv.get(0)); // (rows, nh, t, hd)
-        let k = rope.apply(&qkv.get(1)); // (rows, nh, t, hd)
-        let v = qkv.get(2); // (rows, nh, t, hd)
-        let scores = q.matmul(&k.transpose(-2, -1)) / (self.head_dim as f64).sqrt(); // (rows, nh, t, t)
-        let w = scores
-            .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY)
-            .softmax(-1, q.kind())
-            .dropout(p_drop, p_drop > 0.0);
-        Ok(w.matmul(&v)
-            .transpose(1, 2)
+    /// Heads back into the channels: `[rows, nh, t, hd]` → `[rows, t, nh·hd]`.
+    fn merge(&self, ys: &Tensor, rows: i64, t: i64) -> Tensor {
+        ys.transpose(1, 2)
             .contiguous()
-            .view([rows, t, self.n_head * self.head_dim])) // (rows, t, c)
+            .view([rows, t, self.n_head * self.head_dim])
     }
 
     /// Attention at one query position per row.

@@ -205,6 +205,7 @@ impl GptEnsemble {
             heads: Heads {
                 n_head: cfg.n_head,
                 head_dim: cfg.head_dim(),
+                as_original: false,
             },
             stacked,
         })

@@ -185,6 +185,7 @@ impl Attention {
             heads: Heads {
                 n_head: cfg.n_head,
                 head_dim: cfg.head_dim(),
+                as_original: false,
             },
             dropout: cfg.dropout,
         }
@@ -203,21 +204,6 @@ impl Attention {
         let p = mode.dropout(self.dropout);
         let qkv = self.qkv.forward(xs); // (b, t, 3c)
         let ys = self.heads.attend(&qkv, rope, allowed, p, weights)?; // (b, t, c)
-        Ok(self.out.forward(&ys).dropout(p, p > 0.0))
-    }
-
-    /// [`Attention::forward`] in the original's operations (see
-    /// [`Heads::attend_as_original`]).
-    fn forward_as_original(
-        &self,
-        xs: &Tensor,
-        rope: &Rope,
-        allowed: &Tensor,
-        mode: Mode,
-    ) -> Result<Tensor, ModelError> {
-        let p = mode.dropout(self.dropout);
-        let qkv = self.qkv.forward(xs); // (b, t, 3c)
-        let ys = self.heads.attend_as_original(&qkv, rope, allowed, p)?; // (b, t, c)
         Ok(self.out.forward(&ys).dropout(p, p > 0.0))
     }
 
@@ -297,20 +283,6 @@ impl Block {
         let a = self
             .attn
             .forward(&self.ln_1.forward(xs), rope, allowed, mode, weights)?;
-        Ok(self.mlp(&(xs + a), mode))
-    }
-
-    /// [`Block::forward`] in the original's operations (`GPT2BlockRoPE`).
-    fn forward_as_original(
-        &self,
-        xs: &Tensor,
-        rope: &Rope,
-        allowed: &Tensor,
-        mode: Mode,
-    ) -> Result<Tensor, ModelError> {
-        let a = self
-            .attn
-            .forward_as_original(&self.ln_1.forward(xs), rope, allowed, mode)?;
         Ok(self.mlp(&(xs + a), mode))
     }
 
@@ -535,9 +507,8 @@ impl Gpt {
     /// same weights give the same numbers and dropout draws the same masks:
     /// - the RoPE tables computed as the original's `RotaryEmbedding` computes them, in float32
     ///   tensor operations ([`Rope::as_original`]) instead of in f64;
-    /// - attention in the original's operations ([`Heads::attend_as_original`]: explicit
-    ///   scores, division by √head_dim, softmax, dropout on the weights) instead of the fused
-    ///   kernel;
+    /// - attention in the original's operations (`Heads::as_original`: explicit scores,
+    ///   division by √head_dim, softmax, dropout on the weights) instead of the fused kernel;
     /// - [`Gpt::forward_at`] runs every position through every block and the head (as
     ///   [`Gpt::forward`]) and then reads the requested positions, instead of computing the last
     ///   block only where the answer is read.
@@ -550,6 +521,9 @@ impl Gpt {
             self.cfg.rope_base,
             self.tok_emb.device(),
         );
+        for block in &mut self.blocks {
+            block.attn.heads.as_original = true;
+        }
         self.as_original = true;
     }
 
@@ -629,11 +603,7 @@ impl Gpt {
         let allowed = self.attention_mask(ids, key_pad)?;
         let mut xs = self.embed(ids, mode)?; // (b, t, c)
         for block in &self.blocks {
-            xs = if self.as_original {
-                block.forward_as_original(&xs, &self.rope, &allowed, mode)?
-            } else {
-                block.forward(&xs, &self.rope, &allowed, mode, None)?
-            };
+            xs = block.forward(&xs, &self.rope, &allowed, mode, None)?;
         }
         Ok(self.project(&xs))
     }

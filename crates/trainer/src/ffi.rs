@@ -147,21 +147,7 @@ pub fn fused_adam(
     hyper: FusedHyper,
     scale: Option<(&Tensor, &Tensor)>,
 ) -> Result<(), TrainError> {
-    let n = group.params.len();
-    let lists = [group.grads, group.exp_avgs, group.exp_avg_sqs, group.steps];
-    if lists.iter().any(|l| l.len() != n) {
-        return Err(TrainError::Optimizer(format!(
-            "fused Adam: {n} parameters but {:?} gradients/moments/steps",
-            lists.map(<[&Tensor]>::len)
-        )));
-    }
-    let (mut p, mut g, mut m, mut v, mut s) = (
-        handles(group.params),
-        handles(group.grads),
-        handles(group.exp_avgs),
-        handles(group.exp_avg_sqs),
-        handles(group.steps),
-    );
+    let ([mut p, mut g, mut m, mut v, mut s], n) = group.handles("fused Adam")?;
     let (scale_ptr, inf_ptr) = match scale {
         Some((sc, inf)) => (sc.as_ptr() as *mut _, inf.as_ptr() as *mut _),
         None => (std::ptr::null_mut(), std::ptr::null_mut()),
@@ -202,21 +188,7 @@ pub fn fused_adam(
 /// # Errors
 /// [`TrainError::Optimizer`] when the lists differ in length or libtorch rejects the update.
 pub fn single_tensor_adam(group: &FusedGroup<'_>, hyper: FusedHyper) -> Result<(), TrainError> {
-    let n = group.params.len();
-    let lists = [group.grads, group.exp_avgs, group.exp_avg_sqs, group.steps];
-    if lists.iter().any(|l| l.len() != n) {
-        return Err(TrainError::Optimizer(format!(
-            "single-tensor Adam: {n} parameters but {:?} gradients/moments/steps",
-            lists.map(<[&Tensor]>::len)
-        )));
-    }
-    let (mut p, mut g, mut m, mut v, mut s) = (
-        handles(group.params),
-        handles(group.grads),
-        handles(group.exp_avgs),
-        handles(group.exp_avg_sqs),
-        handles(group.steps),
-    );
+    let ([mut p, mut g, mut m, mut v, mut s], n) = group.handles("single-tensor Adam")?;
     let mut err = ErrBuf::new();
     // SAFETY: as in `fused_adam`: live `at::Tensor*` handles borrowed by `group` for the call,
     // `n` entries in each array (checked above), a 512-byte error buffer.
@@ -240,6 +212,38 @@ pub fn single_tensor_adam(group: &FusedGroup<'_>, hyper: FusedHyper) -> Result<(
     };
     err.check(rc).map_err(TrainError::Optimizer)
 }
+
+impl FusedGroup<'_> {
+    /// The raw handles of the five lists (parameters, gradients, first and second moments, step
+    /// counters) and their common length, for one shim call; `what` names the optimiser in the
+    /// error.
+    ///
+    /// # Errors
+    /// [`TrainError::Optimizer`] when the lists differ in length.
+    fn handles(&self, what: &str) -> Result<(Handles, usize), TrainError> {
+        let n = self.params.len();
+        let lists = [self.grads, self.exp_avgs, self.exp_avg_sqs, self.steps];
+        if lists.iter().any(|l| l.len() != n) {
+            return Err(TrainError::Optimizer(format!(
+                "{what}: {n} parameters but {:?} gradients/moments/steps",
+                lists.map(<[&Tensor]>::len)
+            )));
+        }
+        Ok((
+            [
+                handles(self.params),
+                handles(self.grads),
+                handles(self.exp_avgs),
+                handles(self.exp_avg_sqs),
+                handles(self.steps),
+            ],
+            n,
+        ))
+    }
+}
+
+/// Parameters, gradients, first moments, second moments and step counters as raw handles.
+type Handles = [Vec<*mut torch_sys::C_tensor>; 5];
 
 /// A seed as PyTorch's data loading draws one from the default CPU generator:
 /// `torch.empty((), dtype=torch.int64).random_().item()`, a number in `[0, 2^63)` (the

@@ -234,40 +234,40 @@ impl Adam {
                 }
                 let grads: Vec<&Tensor> = active.iter().map(|(_, g)| g).collect();
                 let scaler = scalers.as_deref_mut().map(|s| &mut s[i]);
-                if member.cfg.single_tensor {
-                    if scaler.is_some() {
-                        return Err(TrainError::Optimizer(
-                            "the single-tensor Adam path has no loss scaling".into(),
-                        ));
-                    }
-                    // It increments the step counters itself, as PyTorch's does.
-                    single_tensor_adam(
-                        &FusedGroup {
-                            params: &pick(&member.values, &active),
-                            grads: &grads,
-                            exp_avgs: &pick(&member.exp_avg, &active),
-                            exp_avg_sqs: &pick(&member.exp_avg_sq, &active),
-                            steps: &pick(&member.steps, &active),
-                        },
-                        member.cfg.hyper(lrs[i]),
-                    )?;
-                    continue;
+                if member.cfg.single_tensor && scaler.is_some() {
+                    return Err(TrainError::Optimizer(
+                        "the single-tensor Adam path has no loss scaling".into(),
+                    ));
                 }
-                // The kernel reads the step counter; PyTorch increments it just before the call.
-                for (j, _) in &active {
-                    let _ = member.steps[*j].f_add_scalar_(1.0)?;
+                if !member.cfg.single_tensor {
+                    // The fused kernel reads the step counter; PyTorch increments it just before
+                    // the call. (The single-tensor path increments it itself, as PyTorch's does.)
+                    for (j, _) in &active {
+                        let _ = member.steps[*j].f_add_scalar_(1.0)?;
+                    }
+                }
+                let (params, exp_avgs, exp_avg_sqs, steps) = (
+                    pick(&member.values, &active),
+                    pick(&member.exp_avg, &active),
+                    pick(&member.exp_avg_sq, &active),
+                    pick(&member.steps, &active),
+                );
+                let group = FusedGroup {
+                    params: &params,
+                    grads: &grads,
+                    exp_avgs: &exp_avgs,
+                    exp_avg_sqs: &exp_avg_sqs,
+                    steps: &steps,
+                };
+                if member.cfg.single_tensor {
+                    single_tensor_adam(&group, member.cfg.hyper(lrs[i]))?;
+                    continue;
                 }
                 if let Some(s) = &scaler {
                     s.check(&grads)?;
                 }
                 fused_adam(
-                    &FusedGroup {
-                        params: &pick(&member.values, &active),
-                        grads: &grads,
-                        exp_avgs: &pick(&member.exp_avg, &active),
-                        exp_avg_sqs: &pick(&member.exp_avg_sq, &active),
-                        steps: &pick(&member.steps, &active),
-                    },
+                    &group,
                     member.cfg.hyper(lrs[i]),
                     scaler.as_deref().map(|s| (&s.scale, &s.found_inf)),
                 )?;
