@@ -118,14 +118,15 @@ fn config_from_file(path: &Path) -> Result<(DataConfig, Option<PathBuf>)> {
     Ok((data, data_dir))
 }
 
-/// Defaults, then the config file's `[data]`, then the flags.
+/// The parameters of [`resolve_with_dir`] alone.
 #[cfg(test)]
 fn resolve(args: &Args) -> Result<DataConfig> {
     Ok(resolve_with_dir(args)?.0)
 }
 
-/// [`resolve`] and the output directory: `--output_dir`, else the config's `data_dir`, else
-/// `data/` and the dataset's conventional name.
+/// The dataset's parameters (defaults, then the config file's `[data]`, then the flags) and the
+/// output directory: `--output_dir`, else the config's `data_dir`, else `data/` and the dataset's
+/// conventional name.
 fn resolve_with_dir(args: &Args) -> Result<(DataConfig, PathBuf)> {
     let (mut cfg, config_dir) = match &args.config {
         Some(path) => config_from_file(path)?,
