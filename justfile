@@ -35,7 +35,7 @@ train *ARGS: build
 
 # The whole test suite: every crate (parity, end-to-end, faults, W&B fake server), the README's commands and the container checks.
 test: setup
-    cargo test --workspace
+    cargo test --workspace --release
     python3 scripts/readme-commands.py
     bash docker/test.sh
 

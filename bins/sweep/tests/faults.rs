@@ -7,6 +7,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The profile folder of the target directory these tests were built for (`just test` builds in
+/// release, a plain `cargo test` in debug).
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -17,6 +25,12 @@ fn train_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
             .args(["build", "-p", "train"])
+            // The profile these tests were built in (`just test` builds in release).
+            .args(if cfg!(debug_assertions) {
+                &[][..]
+            } else {
+                &["--release"][..]
+            })
             .current_dir(workspace())
             .status()
             .expect("cargo build -p train");
@@ -24,7 +38,8 @@ fn train_bin() -> &'static Path {
         std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace().join("target"))
-            .join("debug/train")
+            .join(PROFILE)
+            .join("train")
     })
 }
 

@@ -9,6 +9,14 @@ use kg_data::DataConfig;
 use sweep::runner::{STATUS_FILE, is_finished};
 use sweep::{Layout, RunOptions, Status, Sweep, SweepError, SweepSpec};
 
+/// The profile folder of the target directory these tests were built for (`just test` builds in
+/// release, a plain `cargo test` in debug).
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -424,6 +432,12 @@ fn real_train() -> &'static Path {
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
             .args(["build", "-p", "train"])
+            // The profile these tests were built in (`just test` builds in release).
+            .args(if cfg!(debug_assertions) {
+                &[][..]
+            } else {
+                &["--release"][..]
+            })
             .current_dir(workspace())
             .status()
             .expect("running cargo build -p train");
@@ -431,7 +445,7 @@ fn real_train() -> &'static Path {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace().join("target"));
-        target.join("debug/train")
+        target.join(PROFILE).join("train")
     })
 }
 
