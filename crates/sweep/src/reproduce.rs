@@ -154,11 +154,14 @@ pub fn draw(sweep: &Sweep, outcomes: &[Outcome]) -> Result<FigureSummary> {
         })
         .collect();
     let scale_description = sweep_scale_description(sweep);
-    let title = if sweep.spec.scale == "full" {
-        r.title.clone()
-    } else {
-        format!("{} [scale {}]", r.title, sweep.spec.scale)
-    };
+    // A figure drawn at another scale or with overrides says so in its title.
+    let mut title = r.title.clone();
+    if sweep.spec.scale != "full" {
+        title.push_str(&format!(" [scale {}]", sweep.spec.scale));
+    }
+    if !sweep.spec.overrides.is_empty() {
+        title.push_str(&format!(" [{}]", sweep.spec.overrides.join(", ")));
+    }
     let stem = sweep.dir().join("figure");
     let files = plots::sweep_plot(&title, &panels, &stem)?;
     let mut figures = vec![file_name(&files.png), file_name(&files.svg)];

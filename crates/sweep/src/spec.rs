@@ -120,6 +120,9 @@ pub struct SweepSpec {
     pub reproduce: Option<Reproduce>,
     /// The scale this spec was shrunk to (`full` when as written).
     pub scale: String,
+    /// The command-line overrides applied ([`SweepSpec::with_overrides`]: `key=value`, then
+    /// `seeds=…`); empty as written.
+    pub overrides: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +289,7 @@ impl SweepSpec {
             seeds: raw.seeds,
             reproduce,
             scale: "full".into(),
+            overrides: Vec::new(),
         };
         spec.validate()?;
         Ok(spec)
@@ -347,6 +351,7 @@ impl SweepSpec {
             out.seeds = seeds;
         }
         let suffix = crate::experiment::safe_name(&tag.join(","));
+        out.overrides.extend(tag);
         out.name = format!(
             "{}+{}",
             self.name,
@@ -601,6 +606,8 @@ mod tests {
         assert!(o.fixed.contains(&("d_model".into(), Value::Integer(64))));
         assert_ne!(o.name, spec.name);
         assert!(o.name.starts_with("s+"), "{}", o.name);
+        assert_eq!(o.overrides, ["epochs=9", "d_model=64", "seeds=7"]);
+        assert!(spec.overrides.is_empty());
         for bad in ["lr=1", "nope=1", "epochs"] {
             assert!(spec.with_overrides(&[bad.into()], None).is_err(), "{bad}");
         }
