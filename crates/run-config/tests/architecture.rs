@@ -184,21 +184,17 @@ fn nothing_refers_outside_the_repository() {
         return;
     }
     let files = String::from_utf8_lossy(&out.stdout);
-    let this = Path::new(file!())
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_string();
+    // The directory beside the checkout and the section marks of a design document that only
+    // the developers' machines have; spelled in pieces so that this file does not contain them.
+    let sibling = ["..", "shared"].join("/");
+    let section = ["SP", "EC \u{a7}"].concat();
     let mut offenders = Vec::new();
-    for name in files
-        .lines()
-        .filter(|n| !n.ends_with(".lock") && !n.ends_with(&this))
-    {
+    for name in files.lines().filter(|n| !n.ends_with(".lock")) {
         let Ok(text) = std::fs::read_to_string(repo().join(name)) else {
             continue;
         };
         for (i, line) in text.lines().enumerate() {
-            if line.contains("../shared") || line.contains("SPEC \u{a7}") {
+            if line.contains(&sibling) || line.contains(&section) {
                 offenders.push(format!("{name}:{}: {}", i + 1, line.trim()));
             }
         }
