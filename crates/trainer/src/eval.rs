@@ -113,6 +113,23 @@ pub fn row_metrics(logits: &Tensor, answers: &Tensor) -> Tensor {
     Tensor::stack(&[target_logp.neg(), correct, target_logp.exp()], 1) // (b, 3)
 }
 
+/// Per-row correctness of the argmax and softmax probability of the answer, in the original's
+/// operations (`argmax == answer`, `softmax(logits)[answer]`, float32): for `logits` `[b, v]`
+/// and `answers` `[b]`, two `[b]` float32 tensors. [`row_metrics`] gives the same values by a
+/// cheaper route whose last bits differ.
+pub fn original_acc_prob(logits: &Tensor, answers: &Tensor) -> (Tensor, Tensor) {
+    let logits = logits.to_kind(Kind::Float);
+    let acc = logits
+        .argmax(-1, false)
+        .eq_tensor(answers)
+        .to_kind(Kind::Float);
+    let prob = logits
+        .softmax(-1, Kind::Float)
+        .gather(1, &answers.unsqueeze(1), false)
+        .squeeze_dim(1);
+    (acc, prob)
+}
+
 /// Evaluates every member of `model` on every row of `split`, all members in one batched pass
 /// per chunk; returns one report per member.
 ///
@@ -202,14 +219,7 @@ pub fn evaluate_as_original(
                 -100,
                 0.0,
             );
-            let acc = logits
-                .argmax(-1, false)
-                .eq_tensor(&answers)
-                .to_kind(Kind::Float);
-            let prob = logits
-                .softmax(-1, Kind::Float)
-                .gather(1, &answers.unsqueeze(1), false)
-                .squeeze_dim(1);
+            let (acc, prob) = original_acc_prob(&logits, &answers);
             let host = |t: Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu));
             let (ce, acc, prob) = (host(ce)?, host(acc)?, host(prob)?);
             for (i, kind) in kinds[start..start + len as usize].iter().enumerate() {

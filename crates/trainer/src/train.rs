@@ -48,7 +48,7 @@ use crate::analysis::{Analysis, GeometryClock, analyse_epoch};
 use crate::checkpoint::{self, Loaded, Position, Sidecar};
 use crate::config::{DeviceChoice, RunConfig, TrainConfig, TrainRng, batching, keys};
 use crate::data::DeviceData;
-use crate::eval::{EvalReport, evaluate, evaluate_as_original, row_metrics};
+use crate::eval::{EvalReport, evaluate, evaluate_as_original, original_acc_prob, row_metrics};
 use crate::ffi;
 use crate::optim::{Adam, AdamConfig, GradScaler, lr_at};
 use crate::run_dir::{self, Ending, RunDirLock};
@@ -938,7 +938,7 @@ impl Trainer {
                 break;
             }
 
-            if first.rng == TrainRng::Torch {
+            if torch {
                 // The original's evaluation loader draws its iterator's base seed.
                 ffi::draw_loader_seed()?;
             }
@@ -995,12 +995,7 @@ impl Trainer {
                     .zip(answers.unbind(0))
                     .zip(losses.detach().unbind(0))
                     .map(|((l, a), loss)| {
-                        let l = l.detach().to_kind(Kind::Float);
-                        let acc = l.argmax(-1, false).eq_tensor(&a).to_kind(Kind::Float);
-                        let prob = l
-                            .softmax(-1, Kind::Float)
-                            .gather(1, &a.unsqueeze(1), false)
-                            .squeeze_dim(1);
+                        let (acc, prob) = original_acc_prob(&l.detach(), &a);
                         Tensor::stack(&[loss, acc.mean(Kind::Float), prob.mean(Kind::Float)], 0)
                     })
                     .collect();
