@@ -527,11 +527,6 @@ impl Gpt {
         self.as_original = true;
     }
 
-    /// Whether the model computes as the original ([`Gpt::compute_as_original`]).
-    pub fn computes_as_original(&self) -> bool {
-        self.as_original
-    }
-
     /// The configuration the model was built from.
     pub fn config(&self) -> &GptConfig {
         &self.cfg
